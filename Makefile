@@ -1,0 +1,47 @@
+# gmi-gateway — every developer and CI task. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test lint format tools openapi clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required ($(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the gateway with its dev tools
+
+demo: install ## Run the gateway on the built-in simulator (no Redis, no GMI key, no network)
+	$(BIN)/gmi-gateway demo
+
+tools: ## Find (or install) the programs the tests need: redis-server
+	@scripts/ensure-tools
+
+lint: install ## ruff, ruff format --check, mypy --strict, import-linter
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: install tools lint ## The whole suite: lint, then every test (what .ci/run runs)
+	$(BIN)/gmi-gateway openapi --check
+	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+
+format: install ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+openapi: install ## Regenerate openapi/openapi.json from the app
+	$(BIN)/gmi-gateway openapi
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

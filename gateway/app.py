@@ -1,0 +1,185 @@
+"""Composition root: the only place that picks backends and wires the app together.
+
+Nothing imports this module except ``__main__``. ``create_app`` takes settings and, for tests
+and the demo, ready-made collaborators; the lifespan builds whatever was not given, puts the
+services on ``app.state`` and closes what it built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from gateway.errors import GatewayError
+from gateway.log import RequestContextMiddleware, configure_logging, request_id_of
+from gateway.routes.admin import admin_router
+from gateway.routes.deps import Services
+from gateway.routes.mirror import mirror_router
+from gateway.routes.ops import healthz, readyz
+from gateway.services.catalog import Catalog
+from gateway.services.jobs import Jobs
+from gateway.services.tenant_registry import TenantRegistry
+from gateway.settings import Settings
+from gateway.store import Store
+from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
+from gateway.upstream import UpstreamClient
+
+__all__ = ("OPENAPI_PATH", "__version__", "app_from_env", "create_app")
+
+OPENAPI_PATH = "/schema"
+try:
+    __version__ = version("gmi-gateway")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+_log = structlog.get_logger("gateway.app")
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    upstream: UpstreamClient | None = None,
+    tenants: TenantRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Litestar:
+    """Build the gateway app; collaborators not given are built (and closed) by the lifespan.
+
+    Raises:
+        TenantConfigError: the tenants file is invalid (raised here so ``serve`` fails at once).
+    """
+    if tenants is None:
+        if settings.tenants_file is None:
+            raise ValueError("a tenants file or a TenantRegistry is required")
+        tenants = TenantRegistry(settings.tenants_file)
+    registry = tenants
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            client = upstream or _upstream_client(settings)
+            if upstream is None:
+                stack.push_async_callback(client.aclose)
+            backend = store or _store(settings, clock)
+            if store is None:
+                stack.push_async_callback(backend.aclose)
+            catalog = Catalog(client, ttl=settings.catalog_ttl_seconds, clock=time.monotonic)
+            app.state.services = Services(
+                tenants=registry,
+                jobs=Jobs(backend, client, catalog),
+                catalog=catalog,
+                store=backend,
+                now=lambda: datetime.fromtimestamp(clock(), UTC),
+            )
+            watcher = asyncio.create_task(registry.watch(settings.tenants_poll_seconds))
+            stack.callback(watcher.cancel)
+            _log.info("gateway_started", tenants=len(registry.current.tenants))
+            yield
+
+    app = Litestar(
+        route_handlers=[mirror_router, admin_router, healthz, readyz],
+        lifespan=[lifespan],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,  # log.configure_logging owns logging
+        openapi_config=OpenAPIConfig(
+            title="gmi-gateway",
+            version=__version__,
+            description="Tenant-keyed gateway in front of GMI Cloud's request-queue API.",
+            path=OPENAPI_PATH,
+            render_plugins=[JsonRenderPlugin()],
+        ),
+    )
+    # Outermost layer, around Litestar's own exception handling: unknown routes and 405s get a
+    # request id too, and error bodies can quote it.
+    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)  # type: ignore[arg-type,assignment]
+    return app
+
+
+def app_from_env() -> Litestar:
+    """App factory for ``uvicorn --factory`` workers: settings and logging from the environment."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
+    return create_app(settings)
+
+
+def _upstream_client(settings: Settings) -> UpstreamClient:
+    return UpstreamClient(
+        base_url=settings.upstream_url,
+        api_key=settings.upstream_api_key.reveal(),
+        org_id=settings.upstream_org_id,
+        connect_timeout=settings.upstream_connect_timeout,
+        read_timeout=settings.upstream_read_timeout,
+        pool_size=settings.upstream_pool_size,
+    )
+
+
+def _store(settings: Settings, clock: Callable[[], float]) -> Store:
+    retention = settings.job_retention_seconds
+    if settings.redis_url is None:
+        return MemoryStore(clock=clock, job_retention_seconds=retention)
+    return RedisStore.from_url(
+        settings.redis_url.reveal(), clock=clock, job_retention_seconds=retention
+    )
+
+
+def _error_response(
+    request: AnyRequest, status: int, code: str, message: str, headers: dict[str, str] | None
+) -> Response[bytes]:
+    body = {"error": message, "code": code, "request_id": request_id_of(request.scope)}  # type: ignore[arg-type]
+    return Response(
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _gateway_error(request: AnyRequest, exc: GatewayError) -> Response[bytes]:
+    return _error_response(request, exc.status, exc.code, exc.message, dict(exc.headers))
+
+
+def _http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    elif status == 413:
+        limit = request.app.request_max_body_size
+        message = f"request body is larger than the gateway's limit of {limit} bytes"
+    else:
+        message = str(exc.detail)
+    code = _HTTP_CODES.get(status, "http_error")
+    return _error_response(request, status, code, message, exc.headers)
+
+
+def _unexpected_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    _log.exception("unhandled_error", error_type=type(exc).__name__)
+    return _error_response(request, 500, "internal_error", "internal gateway error", None)

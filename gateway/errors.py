@@ -1,0 +1,132 @@
+"""Every error the gateway answers with, as one exception tree.
+
+A handler or service raises one of these; the single exception-handler table in ``app.py`` turns
+it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the class's status::
+
+    GatewayError                      500 internal_error
+    ├── BadRequest                    400 bad_request
+    │   ├── InvalidJSON               400 invalid_json
+    │   └── InvalidPayload            400 invalid_payload
+    ├── Unauthorized                  401 unauthorized
+    ├── Forbidden                     403 forbidden
+    ├── NotFound                      404 not_found
+    │   └── UnknownModel              404 unknown_model
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── InvalidTenantsFile            422 invalid_tenants_file
+    ├── UpstreamRelayedError          (upstream's status) upstream_error
+    └── Unavailable                   503 unavailable
+        ├── UpstreamUnavailable       503 upstream_unavailable
+        └── StoreUnavailable          503 store_unavailable
+    └── UpstreamTimeout               504 upstream_timeout
+
+Messages are shown to clients: they name the problem and never contain a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = (
+    "BadRequest",
+    "Forbidden",
+    "GatewayError",
+    "InvalidJSON",
+    "InvalidPayload",
+    "InvalidTenantsFile",
+    "NotFound",
+    "PayloadTooLarge",
+    "StoreUnavailable",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownModel",
+    "UpstreamRelayedError",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+)
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway turns into an HTTP answer."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: Mapping[str, str] = headers or {}
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidPayload(BadRequest):
+    code = "invalid_payload"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
+class UnknownModel(NotFound):
+    code = "unknown_model"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+
+
+class InvalidTenantsFile(GatewayError):
+    status = 422
+    code = "invalid_tenants_file"
+
+
+class UpstreamRelayedError(GatewayError):
+    """The upstream answered with an error; relay its status and words to the client."""
+
+    code = "upstream_error"
+
+    def __init__(
+        self, message: str, *, status: int, code: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, headers=headers)
+        self.status = status
+        self.code = code
+
+
+class Unavailable(GatewayError):
+    status = 503
+    code = "unavailable"
+
+
+class UpstreamUnavailable(Unavailable):
+    code = "upstream_unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    """A submit was sent but not answered: the job may exist (and be billed) upstream."""
+
+    status = 504
+    code = "upstream_timeout"

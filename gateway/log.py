@@ -1,0 +1,170 @@
+"""Structured JSON logs, the request-id middleware and secret redaction.
+
+structlog's production chain (contextvars, ISO timestamps, JSON) writes one line per event to
+stdout. Every request gets an id (``X-Request-ID`` accepted when well-formed, generated
+otherwise) bound into the log context and returned on the response, and one canonical
+``request`` line when it ends. A redaction processor scrubs every registered secret value from
+every log line, whatever path it took to get there.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import msgspec
+import structlog
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+__all__ = ("REQUEST_ID_HEADER", "RequestContextMiddleware", "configure_logging", "request_id_of")
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REDACTED = "[REDACTED]"
+_SENSITIVE_FIELDS = frozenset({"authorization", "api_key", "key", "password", "token"})
+
+
+class _Redactor:
+    """structlog processor replacing known secret values and sensitive fields in every event."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(s for s in secrets if len(s) >= 4)
+
+    def __call__(
+        self, _logger: object, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for field, value in event.items():
+            if field in _SENSITIVE_FIELDS:
+                event[field] = _REDACTED
+            elif isinstance(value, str) and self._secrets:
+                event[field] = self.scrub(value)
+        return event
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, _REDACTED)
+        return text
+
+
+def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> None:
+    """Set up structlog (JSON lines on stdout) and route stdlib logging at ``level``.
+
+    Args:
+        level: minimum level name (``debug`` … ``error``).
+        secrets: values that must never appear in a log line (the GMI key); scrubbed everywhere.
+    """
+    numeric = logging.getLevelName(level.upper())
+    redactor = _Redactor(secrets)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            redactor,
+            structlog.processors.JSONRenderer(serializer=_json_bytes),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_StdlibRedactionFilter(redactor))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+
+
+class _StdlibRedactionFilter(logging.Filter):
+    """Scrub secrets from stdlib records too (uvicorn, httpx, asyncio tracebacks)."""
+
+    def __init__(self, redactor: _Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._redactor.scrub(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = self._redactor.scrub(
+                logging.Formatter().formatException(record.exc_info)
+            )
+            record.exc_info = None
+        return True
+
+
+def _json_bytes(event: Any, **_: Any) -> bytes:
+    return msgspec.json.encode(event, enc_hook=str)
+
+
+def request_id_of(scope: Scope) -> str:
+    """Return the request id the middleware assigned to this connection ("" if none)."""
+    state = scope.get("state") or {}
+    return str(state.get("request_id", ""))
+
+
+class RequestContextMiddleware:
+    """Outermost ASGI layer: request id, log context, and the canonical ``request`` log line.
+
+    It wraps Litestar's exception handling (see ``app.py``) so unknown routes, 405s and error
+    responses get an ``X-Request-ID`` too, and so the error body can quote the same id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._log = structlog.get_logger("gateway.request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            self._log.info(
+                "request",
+                method=scope["method"],
+                route=scope.get("path_template") or "<unmatched>",
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                tenant=state.get("tenant"),
+                key_id=state.get("key_id"),
+            )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _VALID_REQUEST_ID.fullmatch(text) else None
+    return None

@@ -1,0 +1,3 @@
+"""Thin HTTP handlers: parse, authenticate, call a service, answer."""
+
+__all__ = ()

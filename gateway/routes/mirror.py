@@ -1,0 +1,137 @@
+"""The upstream's own routes, same paths and shapes, for tenant keys (DESIGN §2.1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get, post
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+
+from gateway.errors import BadRequest, UnknownModel
+from gateway.routes.deps import documented, services, tenant_principal
+from gateway.schemas import (
+    ErrorBody,
+    ModelIdList,
+    RequestList,
+    RequestRecord,
+    SubmitRecord,
+)
+
+__all__ = ("MIRROR_PREFIX", "mirror_router")
+
+MIRROR_PREFIX = "/api/v1/ie/requestqueue/apikey"
+MAX_LIST_LIMIT = 100
+EXAMPLE_MODEL = "Kling-Text2Video-V2-Master"
+_JSON = "application/json"
+_ERRORS = {
+    status: documented(ErrorBody, text)
+    for status, text in (
+        (400, "Invalid body or query"),
+        (401, "Missing, unknown or expired key"),
+        (404, "Unknown model, or a request id this tenant does not own"),
+        (503, "Upstream or store unavailable"),
+    )
+}
+
+AnyRequest = Request[Any, Any, Any]
+
+
+def _json(body: bytes, status: int = 200) -> Response[bytes]:
+    return Response(body, status_code=status, media_type=_JSON)
+
+
+@get("/models", responses={200: documented(ModelIdList), **_ERRORS})
+async def list_models(request: AnyRequest) -> Response[bytes]:
+    """Model ids this tenant may use."""
+    tenant = tenant_principal(request).tenant
+    ids = await services(request).catalog.model_ids()
+    allowed = [m for m in ids if tenant.allows_model(m)]
+    return _json(msgspec.json.encode({"model_ids": allowed}))
+
+
+@get("/models/{model_id:str}", responses={200: documented(dict), **_ERRORS})
+async def get_model(request: AnyRequest, model_id: str) -> Response[bytes]:
+    """A model's detail and parameter schema (404 for models this tenant may not use)."""
+    tenant = tenant_principal(request).tenant
+    if not tenant.allows_model(model_id):
+        raise UnknownModel(f"model {model_id} does not exist")
+    entry = await services(request).catalog.model(model_id)
+    return _json(entry.raw)
+
+
+class _SubmitOperation(Operation):
+    """Documents the submit body, which the handler reads raw to forward it byte for byte."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                _JSON: OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["model", "payload"],
+                        properties={
+                            "model": Schema(type=OpenAPIType.STRING, examples=[EXAMPLE_MODEL]),
+                            "payload": Schema(
+                                type=OpenAPIType.OBJECT,
+                                description="checked against GET /models/{model} parameters",
+                            ),
+                        },
+                    )
+                )
+            },
+        )
+
+
+@post(
+    "/requests",
+    responses={200: documented(SubmitRecord), **_ERRORS},
+    status_code=200,
+    operation_class=_SubmitOperation,
+)
+async def submit_request(request: AnyRequest) -> Response[bytes]:
+    """Submit a job; the payload is validated against the model's schema before it is sent."""
+    principal = tenant_principal(request)
+    body = await request.body()
+    return _json(await services(request).jobs.submit(principal, body))
+
+
+@get("/requests/{request_id:str}", responses={200: documented(RequestRecord), **_ERRORS})
+async def get_request(request: AnyRequest, request_id: str) -> Response[bytes]:
+    """One of this tenant's jobs (404 for any id it does not own)."""
+    principal = tenant_principal(request)
+    return _json(await services(request).jobs.get(principal, request_id))
+
+
+@get("/requests", responses={200: documented(RequestList), **_ERRORS})
+async def list_requests(request: AnyRequest) -> Response[bytes]:
+    """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100), ``offset``."""
+    principal = tenant_principal(request)
+    query = request.query_params
+    limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
+    if limit < 1:
+        raise BadRequest("limit must be at least 1")
+    offset = _int_param(query.get("offset"), "offset", default=0)
+    body = await services(request).jobs.list(
+        principal,
+        model=query.get("model_id") or None,
+        limit=min(limit, MAX_LIST_LIMIT),
+        offset=offset,
+    )
+    return _json(body)
+
+
+def _int_param(raw: str | None, name: str, *, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadRequest(f"{name} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+mirror_router = Router(
+    path=MIRROR_PREFIX,
+    route_handlers=[list_models, get_model, submit_request, get_request, list_requests],
+    tags=["mirror"],
+)

@@ -1,0 +1,47 @@
+"""Probes for the orchestrator: liveness never touches a dependency, readiness checks the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from gateway.routes.deps import documented, services
+from gateway.schemas import ErrorBody, HealthBody, ReadyBody
+from gateway.store import StoreError
+
+__all__ = ("HEALTH_PATH", "READY_PATH", "healthz", "readyz")
+
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+
+AnyRequest = Request[Any, Any, Any]
+
+
+@get(HEALTH_PATH, tags=["operations"])
+async def healthz() -> HealthBody:
+    """The process is alive and its event loop answers."""
+    return HealthBody(status="ok")
+
+
+@get(
+    READY_PATH,
+    tags=["operations"],
+    responses={503: documented(ErrorBody, "Not ready: the store is unreachable")},
+)
+async def readyz(request: AnyRequest) -> Response[bytes]:
+    """Config is loaded and the store answers (the upstream is deliberately not checked)."""
+    found = services(request)
+    tenants = len(found.tenants.current.tenants)
+    try:
+        await found.store.ping()
+    except StoreError:
+        body = {
+            "error": "not ready: the store is unreachable",
+            "code": "not_ready",
+            "request_id": request.scope["state"].get("request_id", ""),
+        }
+        return Response(msgspec.json.encode(body), status_code=503, media_type="application/json")
+    ready = ReadyBody(status="ready", store="ok", tenants=tenants)
+    return Response(msgspec.json.encode(ready), media_type="application/json")

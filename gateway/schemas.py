@@ -1,0 +1,78 @@
+"""msgspec structs of the gateway's HTTP surface: the source of the OpenAPI document.
+
+Mirror routes pass upstream bytes through unchanged; these structs describe those bytes for
+clients (they follow the upstream spec) and shape the gateway's own answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = (
+    "ErrorBody",
+    "HealthBody",
+    "ModelIdList",
+    "ReadyBody",
+    "ReloadBody",
+    "RequestList",
+    "RequestRecord",
+    "SubmitRecord",
+)
+
+
+class ErrorBody(msgspec.Struct):
+    """Every error: the upstream-compatible ``error`` plus the gateway's ``code`` and id."""
+
+    error: str
+    code: str
+    request_id: str
+
+
+class ModelIdList(msgspec.Struct):
+    model_ids: list[str]
+
+
+class SubmitRecord(msgspec.Struct):
+    request_id: str
+    model: str
+    status: str
+    created_at: int
+    updated_at: int
+    queued_at: int
+
+
+class RequestRecord(msgspec.Struct):
+    request_id: str
+    model: str
+    status: str
+    payload: dict[str, Any]
+    outcome: dict[str, Any] | None
+    created_at: int
+    updated_at: int
+    queued_at: int
+    org_id: str | None = None
+    user_id: str | None = None
+    is_public: bool = False
+
+
+class RequestList(msgspec.Struct):
+    requests: list[RequestRecord]
+    total: int
+    has_more: bool
+
+
+class HealthBody(msgspec.Struct):
+    status: str
+
+
+class ReadyBody(msgspec.Struct):
+    status: str
+    store: str
+    tenants: int
+
+
+class ReloadBody(msgspec.Struct):
+    changed: bool
+    tenants: int

@@ -1,0 +1,3 @@
+"""Policy: tenants, jobs, the model catalog, payload validation, quotas."""
+
+__all__ = ()

@@ -1,0 +1,177 @@
+"""Validation of a submit body against the model's own parameter schema, before money is spent.
+
+The schema is the ``parameters`` list of the upstream's model detail (``GET /models/{id}``), so a
+new sibling model needs no code here. The rules are as lenient as the upstream is (spec §10.2,
+§13): ``duration`` may be ``"5"`` or ``5``, numbers may arrive as numeric strings, unknown keys
+pass through untouched. Every error names the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from gateway.errors import InvalidJSON, InvalidPayload
+
+__all__ = ("ParameterSpec", "Submission", "parse_submission", "validate_payload")
+
+MAX_MODEL_ID_LENGTH = 200
+_MAX_CHARS_IN_DESCRIPTION = re.compile(r"\bmax(?:imum)?\.?\s+(\d+)\s+char", re.IGNORECASE)
+_STRING_TYPES = frozenset({"string", "str", "text"})
+_INTEGER_TYPES = frozenset({"integer", "int"})
+_NUMBER_TYPES = frozenset({"float", "number", "double"})
+_BOOLEAN_TYPES = frozenset({"boolean", "bool"})
+
+
+class ParameterSpec(msgspec.Struct, frozen=True):
+    """One entry of a model detail's ``parameters`` list (the keys the spec §7 confirms)."""
+
+    name: str
+    type: str = "string"
+    required: bool = False
+    description: str = ""
+    options: list[Any] | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    max_length: int | None = None
+
+    def max_chars(self) -> int | None:
+        """The length limit: an explicit ``max_length``, else "Max N characters" in the text.
+
+        GMI's docs state string limits only in the description (e.g. prompt "Max 2500
+        characters"), so that sentence is the only machine-readable source the upstream offers.
+        """
+        if self.max_length is not None:
+            return self.max_length
+        found = _MAX_CHARS_IN_DESCRIPTION.search(self.description)
+        return int(found.group(1)) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The validated envelope of ``POST /requests``."""
+
+    model: str
+    payload: dict[str, Any]
+
+
+def parse_submission(body: bytes) -> Submission:
+    """Check the envelope ``{"model": str, "payload": object}`` of a submit body.
+
+    Raises:
+        InvalidJSON: the body is not JSON.
+        InvalidPayload: the envelope is not the upstream's shape.
+    """
+    if not body.strip():
+        raise InvalidPayload("invalid payload: request body is empty; expected {model, payload}")
+    try:
+        envelope = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise InvalidPayload("invalid payload: request body must be a JSON object")
+    model = envelope.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidPayload("invalid payload: model is required and must be a non-empty string")
+    if len(model) > MAX_MODEL_ID_LENGTH:
+        raise InvalidPayload(f"invalid payload: model must be at most {MAX_MODEL_ID_LENGTH} chars")
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        raise InvalidPayload("invalid payload: payload is required and must be a JSON object")
+    return Submission(model=model, payload=payload)
+
+
+def validate_payload(payload: dict[str, Any], parameters: tuple[ParameterSpec, ...]) -> None:
+    """Check ``payload`` against the model's parameter specs; unknown keys are allowed.
+
+    Raises:
+        InvalidPayload: naming the first field that breaks its spec.
+    """
+    for spec in parameters:
+        value = payload.get(spec.name)
+        if value is None or (value == "" and spec.required):
+            if spec.required:
+                raise InvalidPayload(f"invalid payload: {spec.name} is required")
+            continue
+        problem = _check(spec, value)
+        if problem:
+            raise InvalidPayload(f"invalid payload: {spec.name} {problem}")
+
+
+def _check(spec: ParameterSpec, value: Any) -> str | None:
+    kind = spec.type.lower()
+    if spec.options is not None or kind == "enum":
+        return _check_enum(spec.options or [], value)
+    if kind in _STRING_TYPES:
+        if not isinstance(value, str):
+            return f"must be a string, got {_json_type(value)}"
+        limit = spec.max_chars()
+        if limit is not None and len(value) > limit:
+            return f"must be at most {limit} characters, got {len(value)}"
+        return None
+    if kind in _INTEGER_TYPES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {_json_type(value)}"
+        return _check_range(spec, value)
+    if kind in _NUMBER_TYPES:
+        number = _as_number(value)
+        if number is None:
+            return f"must be a number, got {_json_type(value)}"
+        return _check_range(spec, number)
+    if kind in _BOOLEAN_TYPES and not isinstance(value, bool):
+        return f"must be true or false, got {_json_type(value)}"
+    return None
+
+
+def _check_enum(options: list[Any], value: Any) -> str | None:
+    if value in options and type(value) in {type(o) for o in options if o == value}:
+        return None
+    # The upstream accepts ints for string-enum durations (spec U11): 5 for "5".
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in options:
+        return None
+    allowed = ", ".join(msgspec.json.encode(o).decode() for o in options)
+    return f"must be one of [{allowed}], got {msgspec.json.encode(value).decode()}"
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):  # spec U12: numeric strings are accepted
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _check_range(spec: ParameterSpec, number: float) -> str | None:
+    if spec.min_value is not None and number < spec.min_value:
+        return f"must be >= {_fmt(spec.min_value)}, got {_fmt(number)}"
+    if spec.max_value is not None and number > spec.max_value:
+        return f"must be <= {_fmt(spec.max_value)}, got {_fmt(number)}"
+    return None
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"

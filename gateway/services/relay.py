@@ -1,0 +1,60 @@
+"""What an upstream error answer becomes for our client.
+
+The upstream's own words (its ``error`` text) are kept, so a drop-in client sees what it would
+have seen; the status is kept except where keeping it would mislead the tenant (the upstream
+rejecting *our* key is the operator's problem, not the tenant's: 502).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.errors import GatewayError, InvalidPayload, NotFound, UpstreamRelayedError
+from gateway.upstream import UpstreamResponse
+
+__all__ = ("relayed_error", "upstream_message")
+
+
+def upstream_message(body: bytes, status: int) -> str:
+    """Extract the human message of an upstream error body, whatever its known form."""
+    try:
+        decoded: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return f"upstream answered HTTP {status}"
+    if isinstance(decoded, dict):
+        error = decoded.get("error", decoded.get("message"))
+        if isinstance(error, dict):
+            error = error.get("message")
+        if isinstance(error, str) and error:
+            return error
+    return f"upstream answered HTTP {status}"
+
+
+def relayed_error(
+    response: UpstreamResponse, *, not_found: type[NotFound] = NotFound
+) -> GatewayError:
+    """Map an upstream non-2xx response to the error the client gets."""
+    status = response.status
+    message = upstream_message(response.body, status)
+    headers = {"Retry-After": response.retry_after} if response.retry_after else {}
+    if status == 400:
+        return InvalidPayload(message)
+    if status == 404:
+        return not_found(message)
+    if status in (401, 403):
+        return UpstreamRelayedError(
+            "the upstream rejected the gateway's credentials; contact the gateway operator",
+            status=502,
+            code="upstream_auth_failed",
+        )
+    if status == 429:
+        return UpstreamRelayedError(
+            message, status=429, code="upstream_rate_limited", headers=headers
+        )
+    if 400 <= status < 600:
+        return UpstreamRelayedError(message, status=status, code="upstream_error", headers=headers)
+    return UpstreamRelayedError(
+        f"upstream answered with unexpected HTTP {status}", status=502, code="upstream_error"
+    )

@@ -1,0 +1,160 @@
+"""Settings, built once from an environment mapping.
+
+Only ``app.py`` and ``__main__.py`` read settings; nothing reads the environment at import time.
+Secrets are wrapped in :class:`Secret` so a settings object can be logged or printed safely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+__all__ = ("DEFAULT_UPSTREAM_URL", "Secret", "Settings", "SettingsError")
+
+DEFAULT_UPSTREAM_URL = "https://console.gmicloud.ai/api/v1/ie/requestqueue/apikey"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Number = TypeVar("Number", int, float)
+
+
+class SettingsError(Exception):
+    """The environment is invalid; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (logs, tracebacks, settings dumps)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret; call only where it is sent to its one legitimate destination."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway process is configured with.
+
+    Attributes mirror the environment variables of DESIGN §8 (``GMI_API_KEY``,
+    ``GATEWAY_*``); ``from_env`` documents the extra tuning variables.
+    """
+
+    upstream_api_key: Secret
+    upstream_url: str = DEFAULT_UPSTREAM_URL
+    upstream_org_id: str | None = None
+    redis_url: Secret | None = None
+    tenants_file: Path | None = None
+    store_failure_mode: Literal["closed", "open"] = "closed"
+    trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    log_level: str = "info"
+    max_body_bytes: int = 16 * 1024 * 1024
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 30.0
+    upstream_pool_size: int = 64
+    catalog_ttl_seconds: float = 60.0
+    job_retention_seconds: float = 30 * 86400.0
+    tenants_poll_seconds: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, require_tenants_file: bool = True) -> Settings:
+        """Build settings from ``env`` (usually ``os.environ``).
+
+        Besides DESIGN §8's variables it reads ``GATEWAY_MAX_BODY_BYTES`` (request body limit),
+        ``GATEWAY_UPSTREAM_CONNECT_TIMEOUT`` / ``GATEWAY_UPSTREAM_READ_TIMEOUT`` (seconds),
+        ``GATEWAY_UPSTREAM_POOL_SIZE``, ``GATEWAY_CATALOG_TTL`` (seconds),
+        ``GATEWAY_JOB_RETENTION_DAYS`` and ``GATEWAY_TENANTS_POLL_SECONDS``.
+
+        Raises:
+            SettingsError: naming the first invalid or missing variable.
+        """
+        key = _api_key(env)
+        tenants = env.get("GATEWAY_TENANTS_FILE") or None
+        if require_tenants_file and tenants is None:
+            raise SettingsError("GATEWAY_TENANTS_FILE is required: the path of the tenants YAML")
+        mode = env.get("GATEWAY_STORE_FAILURE_MODE", "closed")
+        if mode not in ("closed", "open"):
+            raise SettingsError(f"GATEWAY_STORE_FAILURE_MODE must be closed or open, got {mode!r}")
+        level = env.get("GATEWAY_LOG_LEVEL", "info").lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError(f"GATEWAY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        upstream_url = env.get("GATEWAY_UPSTREAM_URL", DEFAULT_UPSTREAM_URL).rstrip("/")
+        if not upstream_url.startswith(("http://", "https://")):
+            raise SettingsError("GATEWAY_UPSTREAM_URL must be an http:// or https:// URL")
+        redis_url = env.get("GATEWAY_REDIS_URL") or None
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        return cls(
+            upstream_api_key=key,
+            upstream_url=upstream_url,
+            upstream_org_id=env.get("GATEWAY_UPSTREAM_ORG_ID") or None,
+            redis_url=Secret(redis_url) if redis_url else None,
+            tenants_file=Path(tenants) if tenants else None,
+            store_failure_mode="open" if mode == "open" else "closed",
+            trusted_proxies=_networks(env.get("GATEWAY_TRUSTED_PROXIES", "")),
+            log_level=level,
+            max_body_bytes=_positive(env, "GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
+            upstream_connect_timeout=_positive(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0, float),
+            upstream_read_timeout=_positive(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", 30.0, float),
+            upstream_pool_size=_positive(env, "GATEWAY_UPSTREAM_POOL_SIZE", 64, int),
+            catalog_ttl_seconds=_positive(env, "GATEWAY_CATALOG_TTL", 60.0, float),
+            job_retention_seconds=_positive(env, "GATEWAY_JOB_RETENTION_DAYS", 30.0, float) * 86400,
+            tenants_poll_seconds=_positive(env, "GATEWAY_TENANTS_POLL_SECONDS", 2.0, float),
+        )
+
+
+def _api_key(env: Mapping[str, str]) -> Secret:
+    value = env.get("GMI_API_KEY")
+    path = env.get("GMI_API_KEY_FILE")
+    if value and path:
+        raise SettingsError("set GMI_API_KEY or GMI_API_KEY_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"GMI_API_KEY_FILE: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise SettingsError("GMI_API_KEY or GMI_API_KEY_FILE is required: the shared upstream key")
+    return Secret(value.strip())
+
+
+def _positive(env: Mapping[str, str], name: str, default: Number, kind: type[Number]) -> Number:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
+    return value
+
+
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    networks = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise SettingsError(f"GATEWAY_TRUSTED_PROXIES: {part!r} is not a CIDR") from None
+    return tuple(networks)

@@ -1,0 +1,35 @@
+"""The simulated model catalog: ids, details and their parameter schemas (``catalog.json``).
+
+The Kling-Text2Video-V2-Master detail is the spec's composed example; the §10.3 siblings carry
+their documented parameters; other listed ids get a minimal prompt-only detail.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import msgspec
+
+__all__ = ("Catalog", "load_catalog")
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Pre-encoded bodies (served as-is) and the parameter specs used to validate submits."""
+
+    ids_body: bytes
+    detail_bodies: dict[str, bytes]
+    parameters: dict[str, list[dict[str, Any]]]
+
+
+def load_catalog() -> Catalog:
+    data = json.loads(files("gateway.sim").joinpath("catalog.json").read_text(encoding="utf-8"))
+    details: dict[str, dict[str, Any]] = data["details"]
+    return Catalog(
+        ids_body=msgspec.json.encode({"model_ids": data["model_ids"]}),
+        detail_bodies={m: msgspec.json.encode(d) for m, d in details.items()},
+        parameters={m: d["parameters"] for m, d in details.items()},
+    )

@@ -1,0 +1,226 @@
+"""The mirror routes through a real gateway socket in front of the simulator."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SimControl
+
+MODEL = "Kling-Text2Video-V2-Master"
+GOOD = {"prompt": "waves at a lighthouse", "duration": "5"}
+
+
+def submit(client: httpx.Client, payload: dict[str, Any] | None = None, model: str = MODEL) -> str:
+    response = client.post("/requests", json={"model": model, "payload": payload or GOOD})
+    assert response.status_code == 200, response.text
+    request_id: str = response.json()["request_id"]
+    return request_id
+
+
+def poll_until_terminal(client: httpx.Client, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        record: dict[str, Any] = client.get(f"/requests/{request_id}").raise_for_status().json()
+        if record["status"] in {"success", "failed", "cancelled"}:
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"job {request_id} never finished")
+
+
+def assert_error(response: httpx.Response, status: int, code: str, text: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert text in body["error"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def test_submit_answers_with_the_upstream_submit_record(studio: httpx.Client) -> None:
+    response = studio.post("/requests", json={"model": MODEL, "payload": GOOD})
+    assert response.status_code == 200
+    assert set(response.json()) == {
+        "request_id", "model", "status", "created_at", "updated_at", "queued_at"
+    }  # fmt: skip
+    assert response.json()["status"] == "queued"
+
+
+def test_poll_reaches_success_with_media_urls(studio: httpx.Client) -> None:
+    record = poll_until_terminal(studio, submit(studio))
+    assert record["status"] == "success"
+    assert record["payload"] == GOOD
+    assert record["outcome"]["media_urls"][0]["url"].startswith("https://")
+
+
+def test_failed_job_is_reported_as_the_upstream_reports_it(studio: httpx.Client) -> None:
+    record = poll_until_terminal(studio, submit(studio, {"prompt": "boom [sim:fail]"}))
+    assert record["status"] == "failed"
+    assert record["outcome"]["error"]
+
+
+def test_list_shows_own_jobs_newest_first_with_pagination(rival: httpx.Client) -> None:
+    ids = [submit(rival, {"prompt": f"job {n}"}) for n in range(3)]
+    page = rival.get("/requests", params={"limit": 2}).raise_for_status().json()
+    assert [r["request_id"] for r in page["requests"]] == ids[::-1][:2]
+    assert page["has_more"] is True
+    assert page["total"] >= 3
+    rest = rival.get("/requests", params={"limit": 2, "offset": 2}).raise_for_status().json()
+    assert rest["requests"][0]["request_id"] == ids[0]
+    assert all("payload" in r and "status" in r for r in page["requests"])  # full records
+
+
+def test_list_filters_by_model_and_accepts_page_size(studio: httpx.Client) -> None:
+    submit(studio)
+    other = studio.get("/requests", params={"model_id": "Veo3"}).raise_for_status().json()
+    assert other == {"requests": [], "total": 0, "has_more": False}
+    mine = studio.get("/requests", params={"model_id": MODEL, "page_size": 1}).json()
+    assert len(mine["requests"]) == 1
+    assert mine["requests"][0]["model"] == MODEL
+
+
+@pytest.mark.parametrize(
+    ("params", "text"),
+    [
+        ({"limit": "x"}, "limit must be"),
+        ({"offset": "-1"}, "offset must be"),
+        ({"limit": "0"}, "limit"),
+    ],
+)
+def test_list_rejects_bad_query(studio: httpx.Client, params: dict[str, str], text: str) -> None:
+    assert_error(studio.get("/requests", params=params), 400, "bad_request", text)
+
+
+def test_tenant_cannot_read_or_list_another_tenants_job(
+    studio: httpx.Client, rival: httpx.Client, sim_control: SimControl
+) -> None:
+    request_id = submit(studio)
+    before = sim_control.calls()["GET /requests/{request_id}"]
+    assert_error(rival.get(f"/requests/{request_id}"), 404, "not_found", "request not found")
+    assert sim_control.calls()["GET /requests/{request_id}"] == before  # never asked upstream
+    listed = rival.get("/requests", params={"limit": 100}).json()["requests"]
+    assert request_id not in {r["request_id"] for r in listed}
+    assert studio.get(f"/requests/{request_id}").status_code == 200
+
+
+def test_unknown_request_id_is_404_without_an_upstream_call(
+    studio: httpx.Client, sim_control: SimControl
+) -> None:
+    before = sim_control.calls()["GET /requests/{request_id}"]
+    assert_error(studio.get("/requests/not-a-job"), 404, "not_found", "request not found")
+    assert_error(studio.get("/requests/..%2F..%2Fmodels"), 404, "not_found", "")
+    assert sim_control.calls()["GET /requests/{request_id}"] == before
+
+
+def test_models_are_filtered_to_the_tenants_allow_list(
+    studio: httpx.Client, narrow: httpx.Client
+) -> None:
+    everything = studio.get("/models").raise_for_status().json()["model_ids"]
+    assert MODEL in everything
+    assert len(everything) > 1
+    assert narrow.get("/models").json() == {"model_ids": [MODEL]}
+    detail = narrow.get(f"/models/{MODEL}").raise_for_status().json()
+    assert detail["model"] == MODEL
+    assert {p["name"] for p in detail["parameters"]} >= {"prompt", "duration"}
+    assert_error(narrow.get("/models/Veo3"), 404, "unknown_model", "model Veo3 does not exist")
+
+
+def test_model_not_allowed_for_tenant_is_404_on_submit(
+    narrow: httpx.Client, sim_control: SimControl
+) -> None:
+    before = sim_control.calls()["POST /requests"]
+    response = narrow.post("/requests", json={"model": "Veo3", "payload": {"prompt": "x"}})
+    assert_error(response, 404, "unknown_model", "model Veo3 does not exist")
+    assert sim_control.calls()["POST /requests"] == before
+
+
+@pytest.mark.parametrize("model", ["Kling-Text2Video-V9-Master", "kling-text2video-v2-master"])
+def test_unknown_or_wrong_case_model_is_404(studio: httpx.Client, model: str) -> None:
+    response = studio.post("/requests", json={"model": model, "payload": GOOD})
+    assert_error(response, 404, "unknown_model", f"model {model} does not exist")
+    assert_error(studio.get(f"/models/{model}"), 404, "unknown_model", model)
+
+
+@pytest.mark.parametrize(
+    ("payload", "text"),
+    [
+        ({}, "prompt is required"),
+        ({"prompt": ""}, "prompt is required"),
+        ({"prompt": 7}, "prompt must be a string"),
+        ({"prompt": "p" * 2501}, "prompt must be at most 2500 characters"),
+        ({"prompt": "p", "negative_prompt": "n" * 2501}, "negative_prompt must be at most 2500"),
+        ({"prompt": "p", "duration": "15"}, "duration must be one of"),
+        ({"prompt": "p", "duration": 15}, "duration must be one of"),
+        ({"prompt": "p", "aspect_ratio": "4:3"}, "aspect_ratio must be one of"),
+        ({"prompt": "p", "cfg_scale": 2}, "cfg_scale must be <= 1"),
+        ({"prompt": "p", "cfg_scale": -1}, "cfg_scale must be >= 0"),
+        ({"prompt": "p", "cfg_scale": "strict"}, "cfg_scale must be a number"),
+    ],
+)
+def test_bad_payloads_are_rejected_before_the_upstream(
+    studio: httpx.Client, sim_control: SimControl, payload: dict[str, Any], text: str
+) -> None:
+    before = sim_control.calls()["POST /requests"]
+    response = studio.post("/requests", json={"model": MODEL, "payload": payload})
+    assert_error(response, 400, "invalid_payload", text)
+    assert sim_control.calls()["POST /requests"] == before
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"prompt": "p", "duration": 10},
+        {"prompt": "p", "cfg_scale": "0.3"},
+        {"prompt": "p", "custom_key": "kept"},
+    ],
+)
+def test_lenient_where_the_upstream_is_lenient(
+    studio: httpx.Client, payload: dict[str, Any]
+) -> None:
+    request_id = submit(studio, payload)
+    assert studio.get(f"/requests/{request_id}").json()["payload"] == payload
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "text"),
+    [
+        (b"{not json", "invalid_json", "not valid JSON"),
+        (b"", "invalid_payload", "body is empty"),
+        (b"[]", "invalid_payload", "must be a JSON object"),
+        (b'{"model": "Kling-Text2Video-V2-Master"}', "invalid_payload", "payload is required"),
+        (b'{"payload": {"prompt": "x"}}', "invalid_payload", "model is required"),
+    ],
+)
+def test_malformed_bodies(studio: httpx.Client, body: bytes, code: str, text: str) -> None:
+    response = studio.post("/requests", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, 400, code, text)
+
+
+def test_body_over_the_size_limit_is_413(studio: httpx.Client, sim_control: SimControl) -> None:
+    before = sim_control.calls()["POST /requests"]
+    body = {"model": MODEL, "payload": {"prompt": "p", "extra": "x" * (70 * 1024)}}
+    assert_error(studio.post("/requests", json=body), 413, "payload_too_large", "limit of 65536")
+    assert sim_control.calls()["POST /requests"] == before
+
+
+def test_upstream_rejection_is_relayed_and_nothing_is_recorded(
+    studio: httpx.Client, sim_control: SimControl
+) -> None:
+    total = studio.get("/requests").json()["total"]
+    sim_control.fault("POST /requests", status=503, rate=1.0)
+    response = studio.post("/requests", json={"model": MODEL, "payload": GOOD})
+    assert_error(response, 503, "upstream_error", "capacity")
+    sim_control.clear_faults()
+    assert studio.get("/requests").json()["total"] == total
+
+
+def test_upstream_failure_on_a_poll_is_a_clear_error(
+    studio: httpx.Client, sim_control: SimControl
+) -> None:
+    request_id = submit(studio, {"prompt": "forever [sim:stuck]"})
+    sim_control.fault("GET /requests/{request_id}", status=500, rate=1.0)
+    response = studio.get(f"/requests/{request_id}")
+    assert_error(response, 500, "upstream_error", "Backend error")

@@ -1,0 +1,77 @@
+"""DESIGN §3: the tenants file is re-read on change and on POST /admin/reload; bad files are refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import UPSTREAM_KEY, Keys, client_for, tenants_yaml
+from tests.support.processes import ServerProcess, start_gateway
+
+
+@pytest.fixture
+def own_tenants(tmp_path: Path, keys: Keys) -> Path:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(tenants_yaml(keys))
+    return path
+
+
+@pytest.fixture
+def reloading_gateway(
+    sim: ServerProcess, own_tenants: Path, tmp_path: Path
+) -> Iterator[ServerProcess]:
+    server = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=own_tenants, name="reload"
+    )
+    yield server
+    server.stop()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def status_with(server: ServerProcess, key: str) -> int:
+    with client_for(server, key) as client:
+        return client.get("/models").status_code
+
+
+def test_revoked_key_stops_working_when_the_file_changes(
+    reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
+) -> None:
+    assert status_with(reloading_gateway, keys.rival) == 200
+    text = own_tenants.read_text()
+    start = text.index("  - id: rival")
+    end = text.index("  - id: narrow")
+    own_tenants.write_text(text[:start] + text[end:])
+    assert eventually(lambda: status_with(reloading_gateway, keys.rival) == 401)
+    assert status_with(reloading_gateway, keys.studio) == 200
+
+
+def test_bad_file_keeps_the_old_config_and_reload_says_why(
+    reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
+) -> None:
+    good = own_tenants.read_text()
+    own_tenants.write_text(good.replace('models: ["*"]', "models: []", 1))
+    admin = {"Authorization": f"Bearer {keys.admin}"}
+    response = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "invalid_tenants_file"
+    assert "studio" in body["error"]
+    assert "models" in body["error"]
+    time.sleep(0.5)  # the file watcher has seen the bad file too by now, and refused it
+    assert status_with(reloading_gateway, keys.studio) == 200
+    own_tenants.write_text(good + "\n# touched\n")
+    ok = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
+    assert ok.status_code == 200
+    assert ok.json()["tenants"] == 3

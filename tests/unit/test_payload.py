@@ -1,0 +1,116 @@
+"""Submit validation against a model's parameter schema (the spec's Kling table, §10.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from gateway.errors import InvalidJSON, InvalidPayload
+from gateway.services.payload import ParameterSpec, parse_submission, validate_payload
+
+KLING_PARAMETERS = msgspec.json.decode(
+    b"""[
+  {"name": "prompt", "type": "string", "required": true,
+   "description": "Text prompt describing the desired video. Max 2500 characters."},
+  {"name": "negative_prompt", "type": "string", "required": false,
+   "description": "Text describing what to avoid. Max 2500 characters."},
+  {"name": "duration", "type": "enum", "required": false, "default_value": "5",
+   "options": ["5", "10"]},
+  {"name": "aspect_ratio", "type": "enum", "required": false, "options": ["16:9", "9:16", "1:1"]},
+  {"name": "cfg_scale", "type": "float", "required": false, "min_value": 0, "max_value": 1,
+   "step": 0.1}
+]""",
+    type=tuple[ParameterSpec, ...],
+)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"prompt": "a fox"},
+        {"prompt": "a fox", "duration": "10"},
+        {"prompt": "a fox", "duration": 5},
+        {"prompt": "a fox", "duration": 10},
+        {"prompt": "a fox", "aspect_ratio": "9:16"},
+        {"prompt": "a fox", "cfg_scale": 0},
+        {"prompt": "a fox", "cfg_scale": 1.0},
+        {"prompt": "a fox", "cfg_scale": "0.7"},
+        {"prompt": "a fox", "negative_prompt": ""},
+        {"prompt": "x" * 2500, "negative_prompt": "y" * 2500},
+        {"prompt": "a fox", "image": "https://example.test/ignored.png"},
+        {"prompt": "a fox", "some_future_key": {"nested": True}},
+        {"prompt": "a fox", "negative_prompt": None},
+    ],
+)
+def test_valid_payloads_pass(payload: dict[str, Any]) -> None:
+    validate_payload(payload, KLING_PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "prompt is required"),
+        ({"prompt": ""}, "prompt is required"),
+        ({"prompt": None}, "prompt is required"),
+        ({"prompt": 42}, "prompt must be a string, got number"),
+        ({"prompt": "x" * 2501}, "prompt must be at most 2500 characters, got 2501"),
+        ({"prompt": "a", "negative_prompt": "n" * 2501}, "negative_prompt must be at most 2500"),
+        ({"prompt": "a", "negative_prompt": ["n"]}, "negative_prompt must be a string, got array"),
+        ({"prompt": "a", "duration": "7"}, 'duration must be one of ["5", "10"], got "7"'),
+        ({"prompt": "a", "duration": 7}, 'duration must be one of ["5", "10"], got 7'),
+        ({"prompt": "a", "duration": 5.0}, "duration must be one of"),
+        ({"prompt": "a", "duration": True}, "duration must be one of"),
+        ({"prompt": "a", "aspect_ratio": "4:3"}, "aspect_ratio must be one of"),
+        ({"prompt": "a", "cfg_scale": 1.5}, "cfg_scale must be <= 1, got 1.5"),
+        ({"prompt": "a", "cfg_scale": -0.1}, "cfg_scale must be >= 0, got -0.1"),
+        ({"prompt": "a", "cfg_scale": "high"}, "cfg_scale must be a number, got string"),
+        ({"prompt": "a", "cfg_scale": "nan"}, "cfg_scale must be a number"),
+        ({"prompt": "a", "cfg_scale": True}, "cfg_scale must be a number, got boolean"),
+    ],
+)
+def test_invalid_payloads_name_the_field(payload: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        validate_payload(payload, KLING_PARAMETERS)
+    assert message in caught.value.message
+    assert caught.value.message.startswith("invalid payload: ")
+
+
+@pytest.mark.parametrize(
+    ("spec", "good", "bad"),
+    [
+        (ParameterSpec(name="n", type="integer", min_value=1, max_value=4), 2, 2.5),
+        (ParameterSpec(name="n", type="boolean"), False, "yes"),
+        (ParameterSpec(name="n", type="string", max_length=3), "abc", "abcd"),
+    ],
+)
+def test_other_parameter_types(spec: ParameterSpec, good: Any, bad: Any) -> None:
+    validate_payload({"n": good}, (spec,))
+    with pytest.raises(InvalidPayload, match="invalid payload: n "):
+        validate_payload({"n": bad}, (spec,))
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "message"),
+    [
+        (b"", InvalidPayload, "request body is empty"),
+        (b"{not json", InvalidJSON, "request body is not valid JSON"),
+        (b"[1, 2]", InvalidPayload, "must be a JSON object"),
+        (b'{"payload": {}}', InvalidPayload, "model is required"),
+        (b'{"model": 5, "payload": {}}', InvalidPayload, "model is required"),
+        (b'{"model": "", "payload": {}}', InvalidPayload, "model is required"),
+        (b'{"model": "m"}', InvalidPayload, "payload is required"),
+        (b'{"model": "m", "payload": "p"}', InvalidPayload, "payload is required"),
+        (b'{"model": "' + b"m" * 201 + b'", "payload": {}}', InvalidPayload, "at most 200"),
+    ],
+)
+def test_envelope_errors(body: bytes, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        parse_submission(body)
+
+
+def test_envelope_accepts_the_upstream_shape() -> None:
+    submission = parse_submission(b'{"model": "Kling-Text2Video-V2-Master", "payload": {"a": 1}}')
+    assert submission.model == "Kling-Text2Video-V2-Master"
+    assert submission.payload == {"a": 1}
