@@ -51,15 +51,22 @@ class RedisStore(Store):
         clock: Callable[[], float],
         job_retention_seconds: float = 30 * 86400,
         prefix: str = "gmigw",
+        max_connections: int = 64,
     ) -> RedisStore:
-        """A store over a new connection pool with short timeouts (a dead Redis fails fast)."""
-        client = aioredis.Redis.from_url(
+        """A store over a new connection pool with short timeouts (a dead Redis fails fast).
+
+        The pool blocks (up to the socket timeout) when all ``max_connections`` are busy rather
+        than failing, so a burst of requests queues for a connection instead of erroring.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=2.0,
             socket_timeout=2.0,
             socket_connect_timeout=2.0,
             health_check_interval=15,
-            decode_responses=False,
         )
+        client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
         return cls(client, clock=clock, job_retention_seconds=job_retention_seconds, prefix=prefix)
 
     def _key(self, tenant: str, *parts: str) -> str:

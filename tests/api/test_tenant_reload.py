@@ -1,4 +1,4 @@
-"""DESIGN §3: the tenants file is re-read on change and on POST /admin/reload; bad files are refused."""
+"""DESIGN §3: the tenants file is re-read on change and on POST /admin/reload; bad files refused."""
 
 from __future__ import annotations
 
