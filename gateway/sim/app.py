@@ -129,7 +129,9 @@ class _Simulator:
             return _error(401, "unauthorized: invalid or expired API key")
         if route is None:
             return _error(404, f"no route {method} {path}")
-        if route.startswith("405 "):
+        if route.startswith("405 ") or (
+            route == "DELETE /requests/{request_id}" and not self.config.enable_delete
+        ):
             return _error(405, f"method {method} not allowed on {path}")
         limited = self._rate_limited()
         if limited is not None:
@@ -174,7 +176,7 @@ class _Simulator:
         except msgspec.MsgspecError:
             return
         if isinstance(envelope.model, str) and envelope.payload:
-            self.book.create(envelope.model, envelope.payload, "", self.clock(), fate="policy")
+            self.book.create(envelope.model, envelope.payload, "", self.clock(), fate="rejected")
 
     # --- upstream routes -------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import msgspec
 __all__ = ("Job", "JobBook", "OutcomeShape")
 
 OutcomeShape = Literal["media_urls", "legacy", "both"]
-Fate = Literal["success", "failed", "policy", "stuck"]
+Fate = Literal["success", "failed", "policy", "stuck", "rejected"]
 
 ORG_ID = "63729242-1870-4ff4-80b0-d485980ae31c"
 USER_ID = "b1f0c7a2-5d3e-4c8e-9a61-2f4d7e9c0b13"
@@ -27,6 +27,11 @@ POLICY_ERROR = {
     "status": "INVALID_INPUT",
 }
 FAILURE_ERROR = {"code": 500, "message": "Failed to generate video", "status": "INTERNAL"}
+REJECTED_ERROR = {
+    "code": 400,
+    "message": "Backend error (400). Please try again.",
+    "status": "INVALID_INPUT",
+}
 
 
 @dataclass(slots=True)
@@ -46,6 +51,8 @@ class Job:
             return "cancelled", self.cancelled_at
         if self.fate == "stuck":
             return "queued", self.created
+        if self.fate == "rejected":  # blocked at submit, yet listed (spec §5, the 500 case)
+            return "failed", self.created
         queued, dispatched, processing = self.phases
         started = self.created
         for status, length in (("queued", queued), ("dispatched", dispatched)):
@@ -85,7 +92,9 @@ class Job:
                 outcome["video_url"] = url
             return outcome
         if status == "failed":
-            error = POLICY_ERROR if self.fate == "policy" else FAILURE_ERROR
+            error = {"policy": POLICY_ERROR, "rejected": REJECTED_ERROR}.get(
+                self.fate, FAILURE_ERROR
+            )
             return {"error": error["message"] if string_errors else error}
         return None
 
