@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.params import FromPath
 
 from gateway.errors import BadRequest, UnknownModel
 from gateway.routes.deps import documented, services, tenant_principal
@@ -51,7 +52,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 
 
 @get("/models/{model_id:str}", responses={200: documented(dict), **_ERRORS})
-async def get_model(request: AnyRequest, model_id: str) -> Response[bytes]:
+async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Response[bytes]:
     """A model's detail and parameter schema (404 for models this tenant may not use)."""
     tenant = tenant_principal(request).tenant
     if not tenant.allows_model(model_id):
@@ -98,7 +99,7 @@ async def submit_request(request: AnyRequest) -> Response[bytes]:
 
 
 @get("/requests/{request_id:str}", responses={200: documented(RequestRecord), **_ERRORS})
-async def get_request(request: AnyRequest, request_id: str) -> Response[bytes]:
+async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Response[bytes]:
     """One of this tenant's jobs (404 for any id it does not own)."""
     principal = tenant_principal(request)
     return _json(await services(request).jobs.get(principal, request_id))

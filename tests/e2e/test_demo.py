@@ -1,0 +1,48 @@
+"""README's first command: `gmi-gateway demo` serves the printed key and curl lines as written."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.processes import ServerProcess, free_port
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        "demo",
+        ["demo", "--time-scale", "0.005"],
+        port=free_port(),
+        env={},
+        logdir=tmp_path,
+        ready_path="/healthz",
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_demo_banner_commands_work(demo: ServerProcess) -> None:
+    banner = demo.output()
+    exported = re.search(r"export GW=(\S+) KEY=(\S+)", banner)
+    assert exported is not None, banner
+    base, key = exported.groups()
+    assert base == f"{demo.url}/api/v1/ie/requestqueue/apikey"
+    submit_line = next(line for line in banner.splitlines() if "-X POST" in line)
+    body = shlex.split(submit_line)[-1]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=base, headers=headers) as client:
+        assert "Kling-Text2Video-V2-Master" in client.get("/models").json()["model_ids"]
+        request_id = client.post("/requests", content=body).raise_for_status().json()["request_id"]
+        deadline = time.monotonic() + 30
+        while (status := client.get(f"/requests/{request_id}").json()["status"]) != "success":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        assert client.get("/requests").json()["total"] == 1
+    assert key not in demo.output().split("(the same commands", 1)[1].split("\n", 1)[1]
