@@ -14,7 +14,24 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-__all__ = ("JobPage", "Store", "StoreError", "StoredJob")
+__all__ = (
+    "Charge",
+    "Decision",
+    "IdempotencyState",
+    "JobPage",
+    "LimitState",
+    "Settlement",
+    "Store",
+    "StoreError",
+    "StoredJob",
+    "SubmitLimits",
+)
+
+SUBMITS_PER_MINUTE = "submits_per_minute"
+READS_PER_MINUTE = "reads_per_minute"
+MAX_CONCURRENT_JOBS = "max_concurrent_jobs"
+VIDEO_SECONDS_PER_DAY = "video_seconds_per_day"
+VIDEO_SECONDS_PER_MONTH = "video_seconds_per_month"
 
 
 class StoreError(Exception):
@@ -54,6 +71,92 @@ class JobPage:
     total: int
 
 
+@dataclass(frozen=True, slots=True)
+class SubmitLimits:
+    """The limits a submit is checked against; ``None`` is unlimited."""
+
+    submits_per_minute: int | None = None
+    max_concurrent_jobs: int | None = None
+    video_seconds_per_day: int | None = None
+    video_seconds_per_month: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one submit reserves: a concurrency slot ``token`` and ``cost`` video seconds
+    charged to the UTC ``day`` and ``month`` (period keys like ``2026-11-23``, ``2026-11``).
+
+    ``day_ends_at`` / ``month_ends_at`` are when those periods end (unix seconds): budget
+    counters are kept until then (plus a margin for late refunds) and rejections say how long
+    until they reset.
+    """
+
+    token: str
+    cost: int
+    day: str
+    month: str
+    day_ends_at: float
+    month_ends_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """One limit after a decision, as the IETF RateLimit headers need it.
+
+    Attributes:
+        name: the limit's name in the tenants file (``submits_per_minute`` …).
+        limit: the configured value.
+        remaining: units left now (never negative).
+        reset_after: for rates, seconds until at least one more unit is available (0 while
+            some remain); for budgets, seconds until the period ends; for concurrency 0 (only
+            a finishing job frees a slot, at a time nobody knows).
+    """
+
+    name: str
+    limit: int
+    remaining: int
+    reset_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to a quota check: ``limits`` holds every configured limit's state.
+
+    When ``allowed`` is false, ``violated`` names the first violated limit in the order
+    submits_per_minute, max_concurrent_jobs, video_seconds_per_day, video_seconds_per_month
+    (reads: reads_per_minute), ``retry_after`` is seconds until a retry can pass that limit
+    (budgets: until the period ends; concurrency: ``None``, as only a finishing job frees a
+    slot) and nothing at all was reserved or consumed.
+    """
+
+    allowed: bool
+    limits: tuple[LimitState, ...]
+    violated: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A job's charge was settled: ``refunded`` video seconds went back (0 when kept)."""
+
+    cost: int
+    refunded: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyState:
+    """Where an ``Idempotency-Key`` stands for a given request fingerprint.
+
+    ``outcome`` is ``new`` (this caller now owns the key and must finish or abandon it),
+    ``pending`` (another request with this key is in flight), ``mismatch`` (the key was used
+    with a different request) or ``done`` (``status`` and ``body`` hold the stored answer).
+    """
+
+    outcome: str
+    status: int = 0
+    body: bytes = b""
+
+
 class Store(abc.ABC):
     """Shared state of the gateway.
 
@@ -62,13 +165,26 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def add_job(self, tenant: str, request_id: str, model: str, record: bytes) -> StoredJob:
+    async def add_job(
+        self,
+        tenant: str,
+        request_id: str,
+        model: str,
+        record: bytes,
+        *,
+        charge: Charge | None = None,
+        deadline: float | None = None,
+    ) -> StoredJob:
         """Record that ``tenant`` owns ``request_id`` and add it to the tenant's job index.
 
         ``created_at`` is taken from the store's clock. Adding an id the tenant already owns
         keeps the original ``created_at`` and index position and replaces only the record.
         A job is retained for the store's ``job_retention_seconds`` after it was added; after
         that it is gone from lookups, the index and the totals.
+
+        With a ``charge`` (reserved by ``reserve_submit``), the job carries it until it is
+        settled: its concurrency slot is held until ``deadline`` (unix seconds) at the latest,
+        and the job is listed by ``jobs_to_reconcile`` until settled.
         """
 
     @abc.abstractmethod
@@ -90,6 +206,76 @@ class Store(abc.ABC):
         matching job, not just the page. ``limit`` >= 1 and ``offset`` >= 0 are the caller's to
         validate; an offset past the end gives an empty page with the true total.
         """
+
+    @abc.abstractmethod
+    async def reserve_submit(
+        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
+    ) -> Decision:
+        """Check every limit in ``limits`` and, only if all pass, consume them all at once.
+
+        One atomic step whatever the number of replicas: N concurrent calls against a limit of
+        L allow exactly L. On success the submit rate is consumed, ``charge.cost`` is added to
+        the day and month budgets and the slot ``charge.token`` is held until ``hold_until``
+        (unless ``add_job`` extends it to the job's deadline). On rejection nothing changes.
+        """
+
+    @abc.abstractmethod
+    async def release(self, tenant: str, charge: Charge) -> bool:
+        """Undo a reservation whose submit the upstream rejected: free the slot and refund the
+        budgets (the submit rate stays consumed). Only the first call for a token has effect;
+        returns whether this call released it."""
+
+    @abc.abstractmethod
+    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+        """Settle a charged job exactly once: free its slot and, if ``refund``, give its cost
+        back to the periods it was charged to. Returns ``None`` when there is nothing to settle
+        (unknown, uncharged or already settled job), so concurrent settlers settle once."""
+
+    @abc.abstractmethod
+    async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
+        """Consume one read from the tenant's read rate, or reject without consuming."""
+
+    @abc.abstractmethod
+    async def usage(
+        self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
+    ) -> tuple[tuple[LimitState, ...], int]:
+        """Every configured limit's state without consuming anything, and the number of slots
+        in use. ``charge`` supplies the current periods (its token and cost are ignored)."""
+
+    @abc.abstractmethod
+    async def jobs_to_reconcile(
+        self, *, checked_before: float, limit: int
+    ) -> list[tuple[str, str, float]]:
+        """Up to ``limit`` unsettled charged jobs of any tenant not checked since
+        ``checked_before``, oldest check first, as ``(tenant, request_id, created_at)``."""
+
+    @abc.abstractmethod
+    async def mark_checked(self, tenant: str, request_id: str) -> None:
+        """Note that an unsettled job's upstream status was just seen (a poll or the
+        reconciler), so the reconciler leaves it alone for a while."""
+
+    @abc.abstractmethod
+    async def begin_idempotent(
+        self, tenant: str, key: str, fingerprint: str, *, ttl: float
+    ) -> IdempotencyState:
+        """Claim ``key`` for the request with ``fingerprint`` (see ``IdempotencyState``).
+
+        A claim that is never finished expires after ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def finish_idempotent(
+        self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float
+    ) -> None:
+        """Store the answer for a claimed key; replays get it for ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def abandon_idempotent(self, tenant: str, key: str) -> None:
+        """Forget a claimed key (the request had no effect; the client may retry it)."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; ``False``
+        while another holder's lease is unexpired."""
 
     @abc.abstractmethod
     async def ping(self) -> None:

@@ -1,17 +1,47 @@
-"""In-process store for the demo and single-replica use; same answers as Redis under one clock."""
+"""In-process store for the demo and single-replica use; same answers as Redis under one clock.
+
+Every operation runs without an ``await`` in the middle, so within one event loop each is as
+atomic as the Redis backend's Lua scripts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from gateway.store.base import JobPage, Store, StoredJob
+from gateway.store.base import (
+    READS_PER_MINUTE,
+    Charge,
+    Decision,
+    IdempotencyState,
+    JobPage,
+    LimitState,
+    Settlement,
+    Store,
+    StoredJob,
+    SubmitLimits,
+)
+from gateway.store.limits import decide_submit, rate_take, to_us, usage_states
 
 __all__ = ("MemoryStore",)
 
 
+@dataclass(slots=True)
+class _Charged:
+    charge: Charge
+    settled: bool = False
+
+
+@dataclass(slots=True)
+class _Claim:
+    fingerprint: str
+    expires_at: float
+    status: int = 0
+    body: bytes | None = None
+
+
 class MemoryStore(Store):
-    """Keeps everything in dicts; safe within one event loop (no awaits inside an operation)."""
+    """Keeps everything in dicts."""
 
     def __init__(
         self, *, clock: Callable[[], float], job_retention_seconds: float = 30 * 86400
@@ -19,16 +49,40 @@ class MemoryStore(Store):
         self._clock = clock
         self._retention = job_retention_seconds
         self._jobs: dict[str, dict[str, StoredJob]] = {}
+        self._charges: dict[tuple[str, str], _Charged] = {}
+        self._rates: dict[tuple[str, str], int] = {}
+        self._slots: dict[str, dict[str, float]] = {}
+        self._budgets: dict[tuple[str, str], int] = {}
+        self._to_check: dict[tuple[str, str], float] = {}
+        self._claims: dict[tuple[str, str], _Claim] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
 
-    async def add_job(self, tenant: str, request_id: str, model: str, record: bytes) -> StoredJob:
+    # --- jobs -------------------------------------------------------------------------------
+
+    async def add_job(
+        self,
+        tenant: str,
+        request_id: str,
+        model: str,
+        record: bytes,
+        *,
+        charge: Charge | None = None,
+        deadline: float | None = None,
+    ) -> StoredJob:
         jobs = self._jobs.setdefault(tenant, {})
         existing = self._live(jobs.get(request_id))
+        now = self._clock()
         job = (
             replace(existing, record=record)
             if existing is not None
-            else StoredJob(tenant, request_id, model, self._clock(), record)
+            else StoredJob(tenant, request_id, model, now, record)
         )
         jobs[request_id] = job
+        if charge is not None and (tenant, request_id) not in self._charges:
+            self._charges[tenant, request_id] = _Charged(charge)
+            if deadline is not None:
+                self._slots.setdefault(tenant, {})[charge.token] = deadline
+            self._to_check[tenant, request_id] = now
         return job
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -51,13 +105,158 @@ class MemoryStore(Store):
         matching.sort(key=lambda j: (j.created_at, j.request_id), reverse=True)
         return JobPage(matching[offset : offset + limit], len(matching))
 
+    # --- quotas -----------------------------------------------------------------------------
+
+    async def reserve_submit(
+        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
+    ) -> Decision:
+        now = self._clock()
+        rate = None
+        if limits.submits_per_minute is not None:
+            tat = self._rates.get((tenant, "submit"))
+            rate = rate_take(tat, to_us(now), limits.submits_per_minute)
+        slots = self._live_slots(tenant, now)
+        decision = decide_submit(
+            limits=limits,
+            charge=charge,
+            now=now,
+            rate=rate,
+            slots_in_use=len(slots),
+            day_used=self._budgets.get((tenant, charge.day), 0),
+            month_used=self._budgets.get((tenant, charge.month), 0),
+        )
+        if decision.allowed:
+            if rate is not None:
+                self._rates[tenant, "submit"] = rate.tat
+            slots[charge.token] = hold_until
+            for period in (charge.day, charge.month):
+                self._budgets[tenant, period] = self._budgets.get((tenant, period), 0) + charge.cost
+        return decision
+
+    async def release(self, tenant: str, charge: Charge) -> bool:
+        slots = self._slots.get(tenant, {})
+        if slots.pop(charge.token, None) is None:
+            return False
+        self._refund(tenant, charge)
+        return True
+
+    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+        charged = self._charges.get((tenant, request_id))
+        if charged is None or charged.settled or await self.get_job(tenant, request_id) is None:
+            return None
+        charged.settled = True
+        self._slots.get(tenant, {}).pop(charged.charge.token, None)
+        self._to_check.pop((tenant, request_id), None)
+        if refund:
+            self._refund(tenant, charged.charge)
+        return Settlement(charged.charge.cost, charged.charge.cost if refund else 0)
+
+    async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
+        result = rate_take(
+            self._rates.get((tenant, "read")), to_us(self._clock()), reads_per_minute
+        )
+        state = LimitState(
+            READS_PER_MINUTE, reads_per_minute, result.remaining, result.reset_after_us / 1e6
+        )
+        if not result.allowed:
+            return Decision(False, (state,), READS_PER_MINUTE, result.retry_after_us / 1e6)
+        self._rates[tenant, "read"] = result.tat
+        return Decision(True, (state,))
+
+    async def usage(
+        self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
+    ) -> tuple[tuple[LimitState, ...], int]:
+        now = self._clock()
+        in_use = len(self._live_slots(tenant, now))
+        states = usage_states(
+            limits=limits,
+            reads_per_minute=reads_per_minute,
+            charge=charge,
+            now=now,
+            submit_tat=self._rates.get((tenant, "submit")),
+            read_tat=self._rates.get((tenant, "read")),
+            slots_in_use=in_use,
+            day_used=self._budgets.get((tenant, charge.day), 0),
+            month_used=self._budgets.get((tenant, charge.month), 0),
+        )
+        return states, in_use
+
+    # --- reconciliation, idempotency, leases ------------------------------------------------
+
+    async def jobs_to_reconcile(
+        self, *, checked_before: float, limit: int
+    ) -> list[tuple[str, str, float]]:
+        due = sorted(
+            (checked, tenant, request_id)
+            for (tenant, request_id), checked in self._to_check.items()
+            if checked < checked_before
+        )
+        found = []
+        for _, tenant, request_id in due:
+            job = await self.get_job(tenant, request_id)
+            if job is None:
+                self._to_check.pop((tenant, request_id), None)
+                continue
+            found.append((tenant, request_id, job.created_at))
+            if len(found) == limit:
+                break
+        return found
+
+    async def mark_checked(self, tenant: str, request_id: str) -> None:
+        if (tenant, request_id) in self._to_check:
+            self._to_check[tenant, request_id] = self._clock()
+
+    async def begin_idempotent(
+        self, tenant: str, key: str, fingerprint: str, *, ttl: float
+    ) -> IdempotencyState:
+        now = self._clock()
+        claim = self._claims.get((tenant, key))
+        if claim is None or claim.expires_at <= now:
+            self._claims[tenant, key] = _Claim(fingerprint, now + ttl)
+            return IdempotencyState("new")
+        if claim.fingerprint != fingerprint:
+            return IdempotencyState("mismatch")
+        if claim.body is None:
+            return IdempotencyState("pending")
+        return IdempotencyState("done", claim.status, claim.body)
+
+    async def finish_idempotent(
+        self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float
+    ) -> None:
+        self._claims[tenant, key] = _Claim(fingerprint, self._clock() + ttl, status, body)
+
+    async def abandon_idempotent(self, tenant: str, key: str) -> None:
+        self._claims.pop((tenant, key), None)
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._leases[name] = (holder, now + ttl)
+        return True
+
     async def ping(self) -> None:
         return None
 
     async def aclose(self) -> None:
         return None
 
+    # --- internals --------------------------------------------------------------------------
+
     def _live(self, job: StoredJob | None) -> StoredJob | None:
         if job is None or job.created_at + self._retention <= self._clock():
             return None
         return job
+
+    def _live_slots(self, tenant: str, now: float) -> dict[str, float]:
+        slots = self._slots.setdefault(tenant, {})
+        for token in [t for t, expires in slots.items() if expires <= now]:
+            del slots[token]
+        return slots
+
+    def _refund(self, tenant: str, charge: Charge) -> None:
+        for period in (charge.day, charge.month):
+            used = self._budgets.get((tenant, period))
+            if used is not None:
+                self._budgets[tenant, period] = max(0, used - charge.cost)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import Any, TypeVar
@@ -10,8 +11,21 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from gateway.store.base import JobPage, Store, StoredJob, StoreError
+from gateway.store.base import (
+    READS_PER_MINUTE,
+    Charge,
+    Decision,
+    IdempotencyState,
+    JobPage,
+    LimitState,
+    Settlement,
+    Store,
+    StoredJob,
+    StoreError,
+    SubmitLimits,
+)
 from gateway.store.keys import tenant_key
+from gateway.store.limits import RateResult, decide_submit, to_us, usage_states
 
 __all__ = ("RedisStore",)
 
@@ -42,6 +56,13 @@ class RedisStore(Store):
         self._add_job = _script(client, "add_job")
         self._update_job = _script(client, "update_job")
         self._list_jobs = _script(client, "list_jobs")
+        self._reserve = _script(client, "reserve")
+        self._release = _script(client, "release")
+        self._settle = _script(client, "settle")
+        self._take_read = _script(client, "take_read")
+        self._begin_idempotent = _script(client, "begin_idempotent")
+        self._lease = _script(client, "lease")
+        self._to_check = f"{prefix}:reconcile"  # spans tenants; never used inside a script
 
     @classmethod
     def from_url(
@@ -72,14 +93,31 @@ class RedisStore(Store):
     def _key(self, tenant: str, *parts: str) -> str:
         return tenant_key(self._prefix, tenant, *parts)
 
-    async def add_job(self, tenant: str, request_id: str, model: str, record: bytes) -> StoredJob:
+    async def add_job(
+        self,
+        tenant: str,
+        request_id: str,
+        model: str,
+        record: bytes,
+        *,
+        charge: Charge | None = None,
+        deadline: float | None = None,
+    ) -> StoredJob:
         keys = [
             self._key(tenant, "job", request_id),
             self._key(tenant, "jobs"),
             self._key(tenant, "jobs", "model", model),
+            self._key(tenant, "slots"),
         ]
-        args: list[Arg] = [request_id, model, record, self._clock(), self._retention]
-        created = await self._call(self._add_job(keys=keys, args=args))
+        now = self._clock()
+        args: list[Arg] = [request_id, model, record, now, self._retention]
+        if charge is None:
+            args += ["", 0, "", "", ""]
+        else:
+            args += [charge.token, charge.cost, charge.day, charge.month, deadline or ""]
+        created, charged = await self._call(self._add_job(keys=keys, args=args))
+        if charged:
+            await self._call(self._redis.zadd(self._to_check, {_member(tenant, request_id): now}))
         stored = await self.get_job(tenant, request_id)
         if stored is not None:
             return stored
@@ -117,6 +155,160 @@ class RedisStore(Store):
         ]
         return JobPage(jobs, int(total))
 
+    async def reserve_submit(
+        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
+    ) -> Decision:
+        now = self._clock()
+        keys = [
+            self._key(tenant, "rate", "submit"),
+            self._key(tenant, "slots"),
+            self._key(tenant, "budget", charge.day),
+            self._key(tenant, "budget", charge.month),
+        ]
+        args: list[Arg] = [
+            to_us(now),
+            now,
+            charge.token,
+            charge.cost,
+            limits.submits_per_minute or 0,
+            limits.max_concurrent_jobs or 0,
+            limits.video_seconds_per_day or 0,
+            limits.video_seconds_per_month or 0,
+            hold_until,
+            charge.day_ends_at,
+            charge.month_ends_at,
+        ]
+        reply = await self._call(self._reserve(keys=keys, args=args))
+        _, remaining, reset_us, retry_us, tat, in_use, day_used, month_used = reply
+        rate = None
+        if limits.submits_per_minute is not None:
+            rate = RateResult(retry_us == 0, int(tat), remaining, reset_us, retry_us)
+        return decide_submit(
+            limits=limits,
+            charge=charge,
+            now=now,
+            rate=rate,
+            slots_in_use=in_use,
+            day_used=day_used,
+            month_used=month_used,
+        )
+
+    async def release(self, tenant: str, charge: Charge) -> bool:
+        keys = self._charge_keys(tenant, charge.day, charge.month)
+        return bool(await self._call(self._release(keys=keys, args=[charge.token, charge.cost])))
+
+    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+        job_key = self._key(tenant, "job", request_id)
+        fields: list[Any] = await self._call(self._redis.hmget(job_key, "day", "month"))
+        day, month = fields
+        if day is None or month is None:
+            return None
+        keys = [job_key, *self._charge_keys(tenant, day.decode(), month.decode())]
+        args: list[Arg] = [1 if refund else 0, self._clock(), self._retention]
+        reply = await self._call(self._settle(keys=keys, args=args))
+        if not reply:
+            return None
+        await self._call(self._redis.zrem(self._to_check, _member(tenant, request_id)))
+        cost, refunded = reply
+        return Settlement(int(cost), int(refunded))
+
+    async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
+        keys = [self._key(tenant, "rate", "read")]
+        args: list[Arg] = [to_us(self._clock()), reads_per_minute]
+        allowed, remaining, reset_us, retry_us = await self._call(
+            self._take_read(keys=keys, args=args)
+        )
+        state = LimitState(READS_PER_MINUTE, reads_per_minute, remaining, reset_us / 1e6)
+        if not allowed:
+            return Decision(False, (state,), READS_PER_MINUTE, retry_us / 1e6)
+        return Decision(True, (state,))
+
+    async def usage(
+        self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
+    ) -> tuple[tuple[LimitState, ...], int]:
+        now = self._clock()
+        pipe = self._redis.pipeline(transaction=False)
+        _ = pipe.get(self._key(tenant, "rate", "submit"))
+        _ = pipe.get(self._key(tenant, "rate", "read"))
+        _ = pipe.zcount(self._key(tenant, "slots"), f"({now!r}", "+inf")
+        _ = pipe.get(self._key(tenant, "budget", charge.day))
+        _ = pipe.get(self._key(tenant, "budget", charge.month))
+        submit_tat, read_tat, in_use, day_used, month_used = await self._call(pipe.execute())
+        return usage_states(
+            limits=limits,
+            reads_per_minute=reads_per_minute,
+            charge=charge,
+            now=now,
+            submit_tat=None if submit_tat is None else int(submit_tat),
+            read_tat=None if read_tat is None else int(read_tat),
+            slots_in_use=int(in_use),
+            day_used=int(day_used or 0),
+            month_used=int(month_used or 0),
+        ), int(in_use)
+
+    async def jobs_to_reconcile(
+        self, *, checked_before: float, limit: int
+    ) -> list[tuple[str, str, float]]:
+        members: list[Any] = await self._call(
+            self._redis.zrangebyscore(
+                self._to_check, "-inf", f"({checked_before!r}", start=0, num=limit
+            )
+        )
+        found: list[tuple[str, str, float]] = []
+        for member in members:
+            tenant, request_id = member.decode().split("\n", 1)
+            job = await self.get_job(tenant, request_id)
+            if job is None:
+                await self._call(self._redis.zrem(self._to_check, member))
+                continue
+            found.append((tenant, request_id, job.created_at))
+        return found
+
+    async def mark_checked(self, tenant: str, request_id: str) -> None:
+        member = _member(tenant, request_id)
+        await self._call(self._redis.zadd(self._to_check, {member: self._clock()}, xx=True))
+
+    async def begin_idempotent(
+        self, tenant: str, key: str, fingerprint: str, *, ttl: float
+    ) -> IdempotencyState:
+        keys = [self._key(tenant, "idempotency", key)]
+        args: list[Arg] = [fingerprint, self._clock(), ttl]
+        reply = await self._call(self._begin_idempotent(keys=keys, args=args))
+        outcome = reply[0].decode()
+        if outcome == "done":
+            return IdempotencyState("done", int(reply[1]), bytes(reply[2]))
+        return IdempotencyState(outcome)
+
+    async def finish_idempotent(
+        self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float
+    ) -> None:
+        claim = self._key(tenant, "idempotency", key)
+        fields: dict[str, Arg] = {
+            "fingerprint": fingerprint,
+            "expires_at": self._clock() + ttl,
+            "status": status,
+            "body": body,
+        }
+        pipe = self._redis.pipeline(transaction=True)
+        _ = pipe.hset(claim, mapping=fields)  # type: ignore[arg-type]
+        _ = pipe.pexpire(claim, math.ceil(ttl * 1000))
+        await self._call(pipe.execute())
+
+    async def abandon_idempotent(self, tenant: str, key: str) -> None:
+        await self._call(self._redis.delete(self._key(tenant, "idempotency", key)))
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        keys = [f"{self._prefix}:lease:{name}"]
+        args: list[Arg] = [holder, self._clock(), ttl]
+        return bool(await self._call(self._lease(keys=keys, args=args)))
+
+    def _charge_keys(self, tenant: str, day: str, month: str) -> list[str]:
+        return [
+            self._key(tenant, "slots"),
+            self._key(tenant, "budget", day),
+            self._key(tenant, "budget", month),
+        ]
+
     async def ping(self) -> None:
         await self._call(self._redis.ping())
 
@@ -141,6 +333,11 @@ class RedisStore(Store):
             raise StoreError(
                 f"redis {type(exc).__name__}: {_without_credentials(str(exc))}"
             ) from None
+
+
+def _member(tenant: str, request_id: str) -> str:
+    """A job's entry in the cross-tenant reconcile set (tenant ids never contain a newline)."""
+    return f"{tenant}\n{request_id}"
 
 
 def _without_credentials(message: str) -> str:

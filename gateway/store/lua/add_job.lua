@@ -1,6 +1,9 @@
--- Record a job for a tenant, keeping the original created_at when the id is already owned.
--- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+model index
--- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds
+-- Record a job for a tenant, keeping the original created_at when the id is already owned,
+-- and attach a reservation's charge to it (once).
+-- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+model index, KEYS[4] slots
+-- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds,
+-- ARGV[6] slot token ('' for no charge), ARGV[7] cost, ARGV[8] day, ARGV[9] month,
+-- ARGV[10] deadline (when the slot is released at the latest)
 local now = tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
 local created = redis.call('HGET', KEYS[1], 'created_at')
@@ -20,4 +23,13 @@ end
 local cutoff = now - retention
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
-return created
+local charged = 0
+if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
+  redis.call('HSET', KEYS[1], 'token', ARGV[6], 'cost', ARGV[7], 'day', ARGV[8],
+    'month', ARGV[9], 'settled', '0')
+  if ARGV[10] ~= '' then
+    redis.call('ZADD', KEYS[4], ARGV[10], ARGV[6])
+  end
+  charged = 1
+end
+return {created, charged}

@@ -1,0 +1,56 @@
+-- Check every submit limit and, only if all pass, consume them all (gateway/store/limits.py
+-- holds the same arithmetic; decide_submit re-derives the decision from what this returns).
+-- KEYS[1] submit rate (TAT, µs), KEYS[2] slots, KEYS[3] day budget, KEYS[4] month budget
+-- ARGV[1] now µs, ARGV[2] now s, ARGV[3] token, ARGV[4] cost, ARGV[5] rate limit (0: none),
+-- ARGV[6] concurrency limit, ARGV[7] day limit, ARGV[8] month limit, ARGV[9] hold until s,
+-- ARGV[10] day ends s, ARGV[11] month ends s
+local WINDOW = 60000000
+local now_us = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local cost = tonumber(ARGV[4])
+local rate_limit = tonumber(ARGV[5])
+local violated = false
+
+local new_tat, remaining, reset_us, retry_us, interval = 0, 0, 0, 0, 0
+if rate_limit > 0 then
+  interval = math.floor(WINDOW / rate_limit)
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now_us)
+  local base = math.max(tat, now_us)
+  new_tat = base + interval
+  if new_tat - now_us > WINDOW then
+    violated = true
+    retry_us = new_tat - now_us - WINDOW
+    reset_us = retry_us
+    new_tat = base
+  else
+    remaining = math.floor((WINDOW - (new_tat - now_us)) / interval)
+    if remaining == 0 then reset_us = new_tat + interval - WINDOW - now_us end
+  end
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local in_use = redis.call('ZCARD', KEYS[2])
+local conc_limit = tonumber(ARGV[6])
+if conc_limit > 0 and in_use >= conc_limit then violated = true end
+
+local day_used = tonumber(redis.call('GET', KEYS[3]) or '0')
+local month_used = tonumber(redis.call('GET', KEYS[4]) or '0')
+local day_limit = tonumber(ARGV[7])
+local month_limit = tonumber(ARGV[8])
+if day_limit > 0 and day_used + cost > day_limit then violated = true end
+if month_limit > 0 and month_used + cost > month_limit then violated = true end
+
+if not violated then
+  if rate_limit > 0 then
+    redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX',
+      math.ceil((new_tat - now_us) / 1000) + 1)
+  end
+  redis.call('ZADD', KEYS[2], ARGV[9], ARGV[3])
+  local margin = 2 * 86400 * 1000
+  redis.call('INCRBY', KEYS[3], cost)
+  redis.call('PEXPIRE', KEYS[3], math.ceil((tonumber(ARGV[10]) - now) * 1000) + margin)
+  redis.call('INCRBY', KEYS[4], cost)
+  redis.call('PEXPIRE', KEYS[4], math.ceil((tonumber(ARGV[11]) - now) * 1000) + margin)
+end
+return {violated and 1 or 0, remaining, reset_us, retry_us, string.format('%d', new_tat),
+  in_use, day_used, month_used}

@@ -1,0 +1,288 @@
+"""The quota half of the store contract, against both backends, under a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.store import Store
+from gateway.store.base import Charge, SubmitLimits
+from tests.store.conftest import FakeClock
+
+DAY_END_IN = 10_000.0
+
+
+def charge(clock: FakeClock, token: str, cost: int = 5, day: str = "2026-11-23") -> Charge:
+    return Charge(
+        token=token,
+        cost=cost,
+        day=day,
+        month=day[:7],
+        day_ends_at=clock.now + DAY_END_IN,
+        month_ends_at=clock.now + 20 * DAY_END_IN,
+    )
+
+
+async def reserve_many(
+    store: Store, clock: FakeClock, limits: SubmitLimits, n: int, cost: int = 5
+) -> list[bool]:
+    decisions = await asyncio.gather(
+        *(
+            store.reserve_submit(
+                "t", charge(clock, f"tok{i}", cost), limits, hold_until=clock.now + 600
+            )
+            for i in range(n)
+        )
+    )
+    return [d.allowed for d in decisions]
+
+
+async def test_no_limits_always_allows(store: Store, clock: FakeClock) -> None:
+    decision = await store.reserve_submit(
+        "t", charge(clock, "a"), SubmitLimits(), hold_until=clock.now + 1
+    )
+    assert decision.allowed
+    assert decision.limits == ()
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected", "violated"),
+    [
+        (SubmitLimits(max_concurrent_jobs=7), 7, "max_concurrent_jobs"),
+        (SubmitLimits(submits_per_minute=10), 10, "submits_per_minute"),
+        (SubmitLimits(video_seconds_per_day=50), 10, "video_seconds_per_day"),
+        (SubmitLimits(video_seconds_per_month=35), 7, "video_seconds_per_month"),
+    ],
+)
+async def test_concurrent_reservations_accept_exactly_the_limit(
+    store: Store, clock: FakeClock, limits: SubmitLimits, expected: int, violated: str
+) -> None:
+    allowed = await reserve_many(store, clock, limits, 40)
+    assert allowed.count(True) == expected
+    refused = await store.reserve_submit(
+        "t", charge(clock, "late"), limits, hold_until=clock.now + 1
+    )
+    assert not refused.allowed
+    assert refused.violated == violated
+
+
+async def test_a_refusal_reserves_nothing(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=10, max_concurrent_jobs=10, video_seconds_per_day=10)
+    first = await store.reserve_submit(
+        "t", charge(clock, "a", cost=10), limits, hold_until=clock.now + 60
+    )
+    assert first.allowed
+    refused = await store.reserve_submit(
+        "t", charge(clock, "b", cost=1), limits, hold_until=clock.now + 60
+    )
+    assert refused.violated == "video_seconds_per_day"
+    assert refused.retry_after == pytest.approx(DAY_END_IN)
+    states, in_use = await store.usage("t", limits, None, charge(clock, "x"))
+    assert in_use == 1
+    assert {s.name: s.remaining for s in states} == {
+        "submits_per_minute": 9,
+        "max_concurrent_jobs": 9,
+        "video_seconds_per_day": 0,
+    }
+
+
+async def test_first_violated_limit_is_named(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=1, max_concurrent_jobs=1, video_seconds_per_day=5)
+    assert (
+        await store.reserve_submit("t", charge(clock, "a"), limits, hold_until=clock.now + 60)
+    ).allowed
+    refused = await store.reserve_submit("t", charge(clock, "b"), limits, hold_until=clock.now + 60)
+    assert refused.violated == "submits_per_minute"
+    assert refused.retry_after == pytest.approx(60.0)
+
+
+async def test_rate_refills_continuously(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=10)
+    assert (await reserve_many(store, clock, limits, 10)).count(True) == 10
+    refused = await store.reserve_submit("t", charge(clock, "x"), limits, hold_until=clock.now + 1)
+    assert refused.retry_after == pytest.approx(6.0)
+    clock.advance(5.999)
+    assert not (
+        await store.reserve_submit("t", charge(clock, "y"), limits, hold_until=clock.now + 1)
+    ).allowed
+    clock.advance(0.001)
+    allowed = await store.reserve_submit("t", charge(clock, "z"), limits, hold_until=clock.now + 1)
+    assert allowed.allowed
+    assert allowed.limits[0].remaining == 0
+    assert allowed.limits[0].reset_after == pytest.approx(6.0)
+
+
+async def test_slots_expire_at_hold_until(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(max_concurrent_jobs=1)
+    assert (
+        await store.reserve_submit("t", charge(clock, "a"), limits, hold_until=clock.now + 30)
+    ).allowed
+    assert not (
+        await store.reserve_submit("t", charge(clock, "b"), limits, hold_until=clock.now + 30)
+    ).allowed
+    clock.advance(30)
+    assert (
+        await store.reserve_submit("t", charge(clock, "c"), limits, hold_until=clock.now + 30)
+    ).allowed
+
+
+async def test_release_refunds_once_and_keeps_the_rate(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=5, max_concurrent_jobs=1, video_seconds_per_day=5)
+    reserved = charge(clock, "a")
+    assert (await store.reserve_submit("t", reserved, limits, hold_until=clock.now + 60)).allowed
+    assert await store.release("t", reserved) is True
+    assert await store.release("t", reserved) is False
+    states, in_use = await store.usage("t", limits, None, reserved)
+    assert in_use == 0
+    assert {s.name: s.remaining for s in states} == {
+        "submits_per_minute": 4,
+        "max_concurrent_jobs": 1,
+        "video_seconds_per_day": 5,
+    }
+
+
+async def test_budgets_are_per_period(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(video_seconds_per_day=5)
+    today = charge(clock, "a", day="2026-11-23")
+    assert (await store.reserve_submit("t", today, limits, hold_until=clock.now + 1)).allowed
+    assert not (
+        await store.reserve_submit("t", charge(clock, "b"), limits, hold_until=clock.now + 1)
+    ).allowed
+    tomorrow = charge(clock, "c", day="2026-11-24")
+    assert (await store.reserve_submit("t", tomorrow, limits, hold_until=clock.now + 1)).allowed
+
+
+async def test_tenants_do_not_share_limits(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(max_concurrent_jobs=1)
+    assert (
+        await store.reserve_submit("a", charge(clock, "x"), limits, hold_until=clock.now + 60)
+    ).allowed
+    assert (
+        await store.reserve_submit("b", charge(clock, "x"), limits, hold_until=clock.now + 60)
+    ).allowed
+
+
+async def charged_job(
+    store: Store, clock: FakeClock, request_id: str, limits: SubmitLimits
+) -> Charge:
+    reserved = charge(clock, f"token-{request_id}")
+    assert (await store.reserve_submit("t", reserved, limits, hold_until=clock.now + 60)).allowed
+    await store.add_job("t", request_id, "m", b"{}", charge=reserved, deadline=clock.now + 3600)
+    return reserved
+
+
+async def test_settle_refund_happens_exactly_once(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=5)
+    reserved = await charged_job(store, clock, "r1", limits)
+    clock.advance(120)  # past hold_until: the job's deadline holds the slot now
+    states, in_use = await store.usage("t", limits, None, reserved)
+    assert in_use == 1
+    settlements = await asyncio.gather(*(store.settle("t", "r1", refund=True) for _ in range(20)))
+    done = [s for s in settlements if s is not None]
+    assert len(done) == 1
+    assert (done[0].cost, done[0].refunded) == (5, 5)
+    states, in_use = await store.usage("t", limits, None, reserved)
+    assert in_use == 0
+    assert {s.name: s.remaining for s in states}["video_seconds_per_day"] == 5
+
+
+async def test_settle_success_keeps_the_charge(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=5)
+    reserved = await charged_job(store, clock, "r1", limits)
+    settled = await store.settle("t", "r1", refund=False)
+    assert settled is not None
+    assert settled.refunded == 0
+    states, in_use = await store.usage("t", limits, None, reserved)
+    assert in_use == 0
+    assert {s.name: s.remaining for s in states}["video_seconds_per_day"] == 0
+    assert await store.settle("t", "r1", refund=True) is None
+
+
+async def test_nothing_to_settle(store: Store, clock: FakeClock) -> None:
+    assert await store.settle("t", "unknown", refund=True) is None
+    await store.add_job("t", "uncharged", "m", b"{}")
+    assert await store.settle("t", "uncharged", refund=True) is None
+    await charged_job(store, clock, "r1", SubmitLimits())
+    assert await store.settle("other", "r1", refund=True) is None
+
+
+async def test_reads_are_rate_limited_exactly(store: Store, clock: FakeClock) -> None:
+    results = await asyncio.gather(*(store.take_read("t", 30) for _ in range(50)))
+    assert [d.allowed for d in results].count(True) == 30
+    refused = next(d for d in results if not d.allowed)
+    assert refused.violated == "reads_per_minute"
+    assert refused.retry_after == pytest.approx(2.0)
+    clock.advance(2)
+    assert (await store.take_read("t", 30)).allowed
+
+
+async def test_usage_consumes_nothing(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=2)
+    for _ in range(3):
+        states, _ = await store.usage("t", limits, 10, charge(clock, "x"))
+        assert {s.name: s.remaining for s in states} == {
+            "submits_per_minute": 2,
+            "reads_per_minute": 10,
+        }
+    await store.take_read("t", 10)
+    states, _ = await store.usage("t", limits, 10, charge(clock, "x"))
+    assert {s.name: s.remaining for s in states}["reads_per_minute"] == 9
+
+
+async def test_reconcile_lists_unsettled_jobs_by_last_check(store: Store, clock: FakeClock) -> None:
+    await charged_job(store, clock, "r1", SubmitLimits())
+    clock.advance(1)
+    await charged_job(store, clock, "r2", SubmitLimits())
+    await store.add_job("t", "uncharged", "m", b"{}")
+    clock.advance(1)
+    due = await store.jobs_to_reconcile(checked_before=clock.now, limit=10)
+    assert [(t, r) for t, r, _ in due] == [("t", "r1"), ("t", "r2")]
+    assert due[0][2] == clock.now - 2
+    await store.mark_checked("t", "r1")
+    due = await store.jobs_to_reconcile(checked_before=clock.now, limit=10)
+    assert [r for _, r, _ in due] == ["r2"]
+    await store.settle("t", "r2", refund=False)
+    assert await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10) == [
+        ("t", "r1", clock.now - 2)
+    ]
+    assert len(await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=0 + 1)) == 1
+
+
+async def test_idempotency_claims(store: Store, clock: FakeClock) -> None:
+    assert (await store.begin_idempotent("t", "k", "fp1", ttl=60)).outcome == "new"
+    assert (await store.begin_idempotent("t", "k", "fp1", ttl=60)).outcome == "pending"
+    assert (await store.begin_idempotent("t", "k", "fp2", ttl=60)).outcome == "mismatch"
+    assert (await store.begin_idempotent("other", "k", "fp2", ttl=60)).outcome == "new"
+    await store.finish_idempotent("t", "k", "fp1", 200, b'{"request_id":"r"}', ttl=86400)
+    done = await store.begin_idempotent("t", "k", "fp1", ttl=60)
+    assert (done.outcome, done.status, done.body) == ("done", 200, b'{"request_id":"r"}')
+    assert (await store.begin_idempotent("t", "k", "fp2", ttl=60)).outcome == "mismatch"
+    clock.advance(86400)
+    assert (await store.begin_idempotent("t", "k", "fp2", ttl=60)).outcome == "new"
+
+
+async def test_abandoned_or_expired_claims_can_be_retried(store: Store, clock: FakeClock) -> None:
+    assert (await store.begin_idempotent("t", "k", "fp", ttl=60)).outcome == "new"
+    await store.abandon_idempotent("t", "k")
+    assert (await store.begin_idempotent("t", "k", "fp", ttl=60)).outcome == "new"
+    clock.advance(60)
+    assert (await store.begin_idempotent("t", "k", "fp", ttl=60)).outcome == "new"
+
+
+async def test_concurrent_claims_have_one_winner(store: Store) -> None:
+    states = await asyncio.gather(
+        *(store.begin_idempotent("t", "k", "fp", ttl=60) for _ in range(20))
+    )
+    assert [s.outcome for s in states].count("new") == 1
+
+
+async def test_leases(store: Store, clock: FakeClock) -> None:
+    assert await store.acquire_lease("reconciler", "a", ttl=10)
+    assert not await store.acquire_lease("reconciler", "b", ttl=10)
+    assert await store.acquire_lease("reconciler", "a", ttl=10)
+    clock.advance(9.9)
+    assert not await store.acquire_lease("reconciler", "b", ttl=10)
+    clock.advance(0.1)
+    assert await store.acquire_lease("reconciler", "b", ttl=10)
+    assert not await store.acquire_lease("reconciler", "a", ttl=10)
