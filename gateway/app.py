@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -29,8 +31,12 @@ from gateway.routes.admin import admin_router
 from gateway.routes.deps import Services
 from gateway.routes.mirror import mirror_router
 from gateway.routes.ops import healthz, readyz
+from gateway.routes.usage import usage_router
 from gateway.services.catalog import Catalog
+from gateway.services.failover import StoreFailover
 from gateway.services.jobs import Jobs
+from gateway.services.quota import Quotas
+from gateway.services.reconciler import Reconciler
 from gateway.services.tenant_registry import TenantRegistry
 from gateway.settings import Settings
 from gateway.store import Store
@@ -82,24 +88,51 @@ def create_app(
             client = upstream or _upstream_client(settings)
             if upstream is None:
                 stack.push_async_callback(client.aclose)
-            backend = store or _store(settings, clock)
+            shared = store or _store(settings, clock)
             if store is None:
-                stack.push_async_callback(backend.aclose)
+                stack.push_async_callback(shared.aclose)
+            open_mode = settings.store_failure_mode == "open"
+            backend = StoreFailover(
+                shared, MemoryStore(clock=clock, job_retention_seconds=86400) if open_mode else None
+            )
             catalog = Catalog(client, ttl=settings.catalog_ttl_seconds, clock=time.monotonic)
+            quotas = Quotas(
+                backend,
+                clock=clock,
+                ambiguous_hold_seconds=settings.ambiguous_hold_seconds,
+                job_deadline_seconds=settings.job_deadline_seconds,
+            )
+            jobs = Jobs(backend, client, catalog, quotas)
             app.state.services = Services(
                 tenants=registry,
-                jobs=Jobs(backend, client, catalog),
+                jobs=jobs,
                 catalog=catalog,
+                quotas=quotas,
                 store=backend,
+                store_failure_mode=settings.store_failure_mode,
                 now=lambda: datetime.fromtimestamp(clock(), UTC),
             )
-            watcher = asyncio.create_task(registry.watch(settings.tenants_poll_seconds))
-            stack.callback(watcher.cancel)
+            reconciler = Reconciler(
+                backend,
+                jobs,
+                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                clock=clock,
+                deadline_seconds=settings.job_deadline_seconds,
+                interval=settings.reconcile_interval_seconds,
+                stale_after=settings.reconcile_stale_seconds,
+                read_budget=settings.reconcile_read_budget,
+            )
+            for background in (
+                registry.watch(settings.tenants_poll_seconds),
+                reconciler.run(),
+                backend.write_back(1.0),
+            ):
+                stack.push_async_callback(_cancel, asyncio.create_task(background))
             _log.info("gateway_started", tenants=len(registry.current.tenants))
             yield
 
     app = Litestar(
-        route_handlers=[mirror_router, admin_router, healthz, readyz],
+        route_handlers=[mirror_router, usage_router, admin_router, healthz, readyz],
         lifespan=[lifespan],
         exception_handlers={
             GatewayError: _gateway_error,
@@ -120,6 +153,13 @@ def create_app(
     # request id too, and error bodies can quote it.
     app.asgi_handler = RequestContextMiddleware(app.asgi_handler)  # type: ignore[arg-type,assignment]
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Stop a background task and wait until it has."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def app_from_env() -> Litestar:

@@ -12,7 +12,10 @@ it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the cl
     ├── NotFound                      404 not_found
     │   └── UnknownModel              404 unknown_model
     ├── PayloadTooLarge               413 payload_too_large
+    ├── IdempotencyConflict           409 idempotency_conflict
+    ├── IdempotencyMismatch           422 idempotency_key_reused
     ├── InvalidTenantsFile            422 invalid_tenants_file
+    ├── QuotaExceeded                 429 rate_limited | concurrency_exceeded | budget_exhausted
     ├── UpstreamRelayedError          (upstream's status) upstream_error
     └── Unavailable                   503 unavailable
         ├── UpstreamUnavailable       503 upstream_unavailable
@@ -30,11 +33,14 @@ __all__ = (
     "BadRequest",
     "Forbidden",
     "GatewayError",
+    "IdempotencyConflict",
+    "IdempotencyMismatch",
     "InvalidJSON",
     "InvalidPayload",
     "InvalidTenantsFile",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "StoreUnavailable",
     "Unauthorized",
     "Unavailable",
@@ -92,6 +98,27 @@ class UnknownModel(NotFound):
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"
+
+
+class IdempotencyConflict(GatewayError):
+    status = 409
+    code = "idempotency_conflict"
+
+
+class IdempotencyMismatch(GatewayError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class QuotaExceeded(GatewayError):
+    """A tenant limit refused the request; ``code`` says which kind of limit."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str, headers: Mapping[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.code = code
 
 
 class InvalidTenantsFile(GatewayError):

@@ -121,7 +121,9 @@ class RequestContextMiddleware:
     """Outermost ASGI layer: request id, log context, and the canonical ``request`` log line.
 
     It wraps Litestar's exception handling (see ``app.py``) so unknown routes, 405s and error
-    responses get an ``X-Request-ID`` too, and so the error body can quote the same id.
+    responses get an ``X-Request-ID`` too, and so the error body can quote the same id. Headers
+    a handler left in ``scope["state"]["response_headers"]`` (the RateLimit headers) are added
+    to whatever response goes out, error or not.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -145,7 +147,11 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in state.get("response_headers", {}).items()
+                ]
+                message["headers"] = [*message.get("headers", ()), header, *extra]
             await send(message)
 
         try:

@@ -13,12 +13,15 @@ import msgspec
 __all__ = (
     "ErrorBody",
     "HealthBody",
+    "LimitUsage",
     "ModelIdList",
     "ReadyBody",
     "ReloadBody",
     "RequestList",
     "RequestRecord",
     "SubmitRecord",
+    "UsageBody",
+    "UsageLimits",
 )
 
 
@@ -76,3 +79,27 @@ class ReadyBody(msgspec.Struct):
 class ReloadBody(msgspec.Struct):
     changed: bool
     tenants: int
+
+
+class LimitUsage(msgspec.Struct):
+    limit: int
+    used: int
+    remaining: int
+    reset_after_seconds: int
+    reset_at: str | None
+
+
+class UsageLimits(msgspec.Struct):
+    """Every limit by name; ``null`` when the tenant has no such limit."""
+
+    submits_per_minute: LimitUsage | None
+    reads_per_minute: LimitUsage | None
+    max_concurrent_jobs: LimitUsage | None
+    video_seconds_per_day: LimitUsage | None
+    video_seconds_per_month: LimitUsage | None
+
+
+class UsageBody(msgspec.Struct):
+    tenant: str
+    limits: UsageLimits
+    jobs_in_flight: int

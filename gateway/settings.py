@@ -72,6 +72,11 @@ class Settings:
     catalog_ttl_seconds: float = 60.0
     job_retention_seconds: float = 30 * 86400.0
     tenants_poll_seconds: float = 2.0
+    job_deadline_seconds: float = 3600.0
+    ambiguous_hold_seconds: float = 900.0
+    reconcile_interval_seconds: float = 5.0
+    reconcile_stale_seconds: float = 30.0
+    reconcile_read_budget: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_tenants_file: bool = True) -> Settings:
@@ -80,7 +85,12 @@ class Settings:
         Besides DESIGN §8's variables it reads ``GATEWAY_MAX_BODY_BYTES`` (request body limit),
         ``GATEWAY_UPSTREAM_CONNECT_TIMEOUT`` / ``GATEWAY_UPSTREAM_READ_TIMEOUT`` (seconds),
         ``GATEWAY_UPSTREAM_POOL_SIZE``, ``GATEWAY_CATALOG_TTL`` (seconds),
-        ``GATEWAY_JOB_RETENTION_DAYS`` and ``GATEWAY_TENANTS_POLL_SECONDS``.
+        ``GATEWAY_JOB_RETENTION_DAYS``, ``GATEWAY_TENANTS_POLL_SECONDS``, and for quotas
+        ``GATEWAY_JOB_DEADLINE_SECONDS`` (a job not ended by then is settled as expired),
+        ``GATEWAY_AMBIGUOUS_HOLD_SECONDS`` (how long an unanswered submit holds its slot),
+        ``GATEWAY_RECONCILE_INTERVAL_SECONDS``, ``GATEWAY_RECONCILE_STALE_SECONDS`` (how long
+        unpolled before the reconciler looks) and ``GATEWAY_RECONCILE_READ_BUDGET`` (upstream
+        reads per pass).
 
         Raises:
             SettingsError: naming the first invalid or missing variable.
@@ -117,6 +127,13 @@ class Settings:
             catalog_ttl_seconds=_positive(env, "GATEWAY_CATALOG_TTL", 60.0, float),
             job_retention_seconds=_positive(env, "GATEWAY_JOB_RETENTION_DAYS", 30.0, float) * 86400,
             tenants_poll_seconds=_positive(env, "GATEWAY_TENANTS_POLL_SECONDS", 2.0, float),
+            job_deadline_seconds=_positive(env, "GATEWAY_JOB_DEADLINE_SECONDS", 3600.0, float),
+            ambiguous_hold_seconds=_positive(env, "GATEWAY_AMBIGUOUS_HOLD_SECONDS", 900.0, float),
+            reconcile_interval_seconds=_positive(
+                env, "GATEWAY_RECONCILE_INTERVAL_SECONDS", 5.0, float
+            ),
+            reconcile_stale_seconds=_positive(env, "GATEWAY_RECONCILE_STALE_SECONDS", 30.0, float),
+            reconcile_read_budget=_positive(env, "GATEWAY_RECONCILE_READ_BUDGET", 20, int),
         )
 
 

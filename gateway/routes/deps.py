@@ -17,11 +17,21 @@ from litestar.openapi import ResponseSpec
 from gateway.errors import Forbidden, Unauthorized
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
+from gateway.services.quota import Quotas, ratelimit_headers
 from gateway.services.tenant_registry import TenantRegistry
 from gateway.services.tenants import Admin, Principal
 from gateway.store import Store
+from gateway.store.base import Decision
 
-__all__ = ("Services", "admin_principal", "documented", "services", "tenant_principal")
+__all__ = (
+    "Services",
+    "admin_principal",
+    "documented",
+    "note_ratelimit",
+    "services",
+    "tenant_principal",
+    "tenant_read",
+)
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -33,7 +43,9 @@ class Services:
     tenants: TenantRegistry
     jobs: Jobs
     catalog: Catalog
+    quotas: Quotas
     store: Store
+    store_failure_mode: str
     now: Callable[[], datetime]
 
 
@@ -55,6 +67,20 @@ def tenant_principal(request: AnyRequest) -> Principal:
     state["tenant"] = principal.tenant.id
     state["key_id"] = principal.key_id
     return principal
+
+
+async def tenant_read(request: AnyRequest) -> Principal:
+    """Authenticate a tenant and spend one of its reads (429 when ``reads_per_minute`` is out)."""
+    principal = tenant_principal(request)
+    note_ratelimit(request, await services(request).quotas.take_read(principal.tenant))
+    return principal
+
+
+def note_ratelimit(request: AnyRequest, decision: Decision | None) -> None:
+    """Have the response (whatever it turns out to be) carry the RateLimit headers."""
+    headers = ratelimit_headers(decision)
+    if headers:
+        request.scope["state"]["response_headers"] = headers
 
 
 def admin_principal(request: AnyRequest) -> Admin:

@@ -10,7 +10,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Requ
 from litestar.params import FromPath
 
 from gateway.errors import BadRequest, UnknownModel
-from gateway.routes.deps import documented, services, tenant_principal
+from gateway.routes.deps import documented, note_ratelimit, services, tenant_principal, tenant_read
 from gateway.schemas import (
     ErrorBody,
     ModelIdList,
@@ -45,7 +45,7 @@ def _json(body: bytes, status: int = 200) -> Response[bytes]:
 @get("/models", responses={200: documented(ModelIdList), **_ERRORS})
 async def list_models(request: AnyRequest) -> Response[bytes]:
     """Model ids this tenant may use."""
-    tenant = tenant_principal(request).tenant
+    tenant = (await tenant_read(request)).tenant
     ids = await services(request).catalog.model_ids()
     allowed = [m for m in ids if tenant.allows_model(m)]
     return _json(msgspec.json.encode({"model_ids": allowed}))
@@ -54,7 +54,7 @@ async def list_models(request: AnyRequest) -> Response[bytes]:
 @get("/models/{model_id:str}", responses={200: documented(dict), **_ERRORS})
 async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Response[bytes]:
     """A model's detail and parameter schema (404 for models this tenant may not use)."""
-    tenant = tenant_principal(request).tenant
+    tenant = (await tenant_read(request)).tenant
     if not tenant.allows_model(model_id):
         raise UnknownModel(f"model {model_id} does not exist")
     entry = await services(request).catalog.model(model_id)
@@ -95,20 +95,26 @@ async def submit_request(request: AnyRequest) -> Response[bytes]:
     """Submit a job; the payload is validated against the model's schema before it is sent."""
     principal = tenant_principal(request)
     body = await request.body()
-    return _json(await services(request).jobs.submit(principal, body))
+    key = request.headers.get("idempotency-key")
+    result = await services(request).jobs.submit(principal, body, key)
+    note_ratelimit(request, result.decision)
+    response = _json(result.body, result.status)
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
 @get("/requests/{request_id:str}", responses={200: documented(RequestRecord), **_ERRORS})
 async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Response[bytes]:
     """One of this tenant's jobs (404 for any id it does not own)."""
-    principal = tenant_principal(request)
+    principal = await tenant_read(request)
     return _json(await services(request).jobs.get(principal, request_id))
 
 
 @get("/requests", responses={200: documented(RequestList), **_ERRORS})
 async def list_requests(request: AnyRequest) -> Response[bytes]:
     """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100), ``offset``."""
-    principal = tenant_principal(request)
+    principal = await tenant_read(request)
     query = request.query_params
     limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
     if limit < 1:

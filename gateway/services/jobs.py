@@ -3,13 +3,16 @@
 Ownership is the gateway's own record (the store), never the upstream's: a tenant asking for an
 id it does not own gets the upstream's "request not found" without the upstream being asked,
 so it cannot even learn that the id exists. Listing is served from the tenant's own index, with
-non-terminal records refreshed from the upstream so the list is as fresh as a poll.
+non-terminal records refreshed from the upstream so the list is as fresh as a poll. Every
+observation of a terminal status settles the job's charge (exactly once, in the store).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
@@ -17,6 +20,9 @@ import structlog
 
 from gateway.errors import (
     GatewayError,
+    IdempotencyConflict,
+    IdempotencyMismatch,
+    InvalidPayload,
     NotFound,
     StoreUnavailable,
     UnknownModel,
@@ -26,18 +32,27 @@ from gateway.errors import (
 )
 from gateway.services.catalog import Catalog
 from gateway.services.payload import parse_submission, validate_payload
+from gateway.services.quota import Quotas
 from gateway.services.relay import relayed_error
 from gateway.services.tenants import Principal
 from gateway.store import Store, StoredJob, StoreError
+from gateway.store.base import Charge, Decision
 from gateway.upstream import UpstreamAmbiguous, UpstreamClient, UpstreamError, UpstreamResponse
 
-__all__ = ("TERMINAL_STATUSES", "Jobs", "job_status")
+__all__ = ("TERMINAL_STATUSES", "Jobs", "Submitted", "job_status")
 
 TERMINAL_STATUSES = frozenset({"success", "failed", "cancelled"})
 LIST_REFRESH_CONCURRENCY = 8
+IDEMPOTENCY_TTL = 24 * 3600.0
+IDEMPOTENCY_PENDING_TTL = 120.0
+MAX_IDEMPOTENCY_KEY = 255
 
 _log = structlog.get_logger("gateway.jobs")
 _T = TypeVar("_T")
+
+
+class _AcceptedButUnrecorded(StoreUnavailable):
+    """The job exists upstream but its ownership could not be stored."""
 
 
 class _Record(msgspec.Struct):
@@ -53,58 +68,126 @@ def job_status(record: bytes) -> str:
         return ""
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submit's answer: status and body (a replay returns the stored ones) and the quota
+    decision behind it (``None`` for a replay or a tenant without submit limits)."""
+
+    status: int
+    body: bytes
+    decision: Decision | None
+    replayed: bool = False
+
+
 class Jobs:
     """The job routes' policy; knows the store contract and the upstream client only."""
 
-    def __init__(self, store: Store, upstream: UpstreamClient, catalog: Catalog) -> None:
+    def __init__(
+        self, store: Store, upstream: UpstreamClient, catalog: Catalog, quotas: Quotas
+    ) -> None:
         self._store = store
         self._upstream = upstream
         self._catalog = catalog
+        self._quotas = quotas
 
-    async def submit(self, principal: Principal, body: bytes) -> bytes:
-        """Validate, forward once (never retried) and record ownership of the new job.
+    async def submit(
+        self, principal: Principal, body: bytes, idempotency_key: str | None = None
+    ) -> Submitted:
+        """Validate, reserve quota, forward once (never retried), record and charge the job.
 
-        Returns:
-            The upstream's submit answer, unchanged.
+        Nothing is charged for a request rejected here or by the upstream; a submit whose
+        answer never came keeps its charge (the job may exist) and answers 504.
         """
         submission = parse_submission(body)
-        if not principal.tenant.allows_model(submission.model):
+        tenant = principal.tenant
+        if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = await self._catalog.model(submission.model)
         validate_payload(submission.payload, entry.parameters)
-        tenant = principal.tenant.id
+        fingerprint = ""
+        if idempotency_key is not None:
+            fingerprint = _fingerprint(submission.model, submission.payload)
+            replay = await self._claim(tenant.id, idempotency_key, fingerprint)
+            if replay is not None:
+                return replay
+        try:
+            result = await self._forward(principal, submission.model, submission.payload, body)
+        except (UpstreamTimeout, _AcceptedButUnrecorded) as exc:
+            if idempotency_key is not None:  # a replay must not create a second job
+                await self._finish(tenant.id, idempotency_key, fingerprint, exc)
+            raise
+        except BaseException:
+            if idempotency_key is not None:
+                await self._call_store(self._store.abandon_idempotent(tenant.id, idempotency_key))
+            raise
+        if idempotency_key is not None:
+            await self._call_store(
+                self._store.finish_idempotent(
+                    tenant.id, idempotency_key, fingerprint, 200, result.body, ttl=IDEMPOTENCY_TTL
+                )
+            )
+        return result
+
+    async def _forward(
+        self, principal: Principal, model: str, payload: dict[str, object], body: bytes
+    ) -> Submitted:
+        tenant = principal.tenant
+        charge = self._quotas.charge_for(payload)
+        decision = await self._call_store(self._quotas.reserve(tenant, charge))
         try:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
-            _log.warning("ambiguous_submit", tenant=tenant, model=submission.model, error=str(exc))
+            _log.warning(
+                "ambiguous_submit",
+                tenant=tenant.id,
+                model=model,
+                video_seconds_charged=charge.cost,
+                error=str(exc),
+            )
             raise UpstreamTimeout(
                 "the upstream did not answer the submit in time; the job may exist and be "
                 "billed: do not resubmit blindly, list your requests to check"
             ) from None
         except UpstreamError as exc:
+            await self._release(tenant.id, charge)
             raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
         if response.status not in (200, 201):
+            await self._release(tenant.id, charge)
             raise relayed_error(response, not_found=UnknownModel)
         request_id = _request_id(response)
         try:
-            await self._store.add_job(tenant, request_id, submission.model, response.body)
+            await self._store.add_job(
+                tenant.id,
+                request_id,
+                model,
+                response.body,
+                charge=charge,
+                deadline=self._quotas.deadline(),
+            )
         except StoreError as exc:
-            _log.error("submit_not_recorded", tenant=tenant, request_id=request_id, error=str(exc))
-            raise StoreUnavailable(
+            _log.error(
+                "submit_not_recorded",
+                tenant=tenant.id,
+                upstream_request_id=request_id,
+                error=str(exc),
+            )
+            raise _AcceptedButUnrecorded(
                 f"the upstream accepted job {request_id} but the gateway could not record it; "
                 "contact the gateway operator with this request id"
             ) from None
-        return response.body
+        return Submitted(200, response.body, decision)
 
     async def get(self, principal: Principal, request_id: str) -> bytes:
         """The job's current upstream record, if the tenant owns it.
 
         A terminal record never changes, so once stored it is served without an upstream call.
         """
-        job = await self._owned(principal, request_id)
+        job = await self._call_store(self._store.get_job(principal.tenant.id, request_id))
+        if job is None:
+            raise NotFound("request not found")
         if job_status(job.record) in TERMINAL_STATUSES:
             return job.record
-        return await self._refresh(job)
+        return await self.refresh(job)
 
     async def list(
         self, principal: Principal, *, model: str | None, limit: int, offset: int
@@ -120,10 +203,10 @@ class Jobs:
                 return job.record
             async with gate:
                 try:
-                    return await self._refresh(job)
+                    return await self.refresh(job)
                 except GatewayError as exc:
                     _log.warning(
-                        "list_refresh_failed", request_id=job.request_id, error=exc.message
+                        "list_refresh_failed", upstream_request_id=job.request_id, error=exc.message
                     )
                     return job.record
 
@@ -137,31 +220,81 @@ class Jobs:
             )
         )
 
-    async def _owned(self, principal: Principal, request_id: str) -> StoredJob:
-        job = await self._call_store(self._store.get_job(principal.tenant.id, request_id))
-        if job is None:
-            raise NotFound("request not found")
-        return job
-
-    async def _refresh(self, job: StoredJob) -> bytes:
+    async def refresh(self, job: StoredJob) -> bytes:
+        """Ask the upstream for the job's record, keep it, and settle the job if it ended."""
         try:
             response = await self._upstream.get_request(job.request_id)
         except UpstreamError as exc:
             raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
         if response.status != 200:
             raise relayed_error(response)
-        if response.body != job.record:
-            await self._call_store(
-                self._store.update_job_record(job.tenant, job.request_id, response.body)
+        status = job_status(response.body)
+        try:
+            if status in TERMINAL_STATUSES:
+                await self._quotas.settle(job.tenant, job.request_id, status)
+            else:
+                await self._store.mark_checked(job.tenant, job.request_id)
+            if response.body != job.record:
+                await self._store.update_job_record(job.tenant, job.request_id, response.body)
+        except StoreError as exc:  # the answer is still right; the reconciler settles later
+            _log.warning(
+                "job_bookkeeping_failed", upstream_request_id=job.request_id, error=str(exc)
             )
         return response.body
+
+    async def expire(self, tenant: str, request_id: str) -> None:
+        """Settle a job that outlived its deadline without ending: refund it, free its slot."""
+        if await self._quotas.settle(tenant, request_id, "expired") is not None:
+            _log.warning("job_expired", tenant=tenant, upstream_request_id=request_id)
+
+    async def _claim(self, tenant: str, key: str, fingerprint: str) -> Submitted | None:
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+            raise InvalidPayload(
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+            )
+        state = await self._call_store(
+            self._store.begin_idempotent(tenant, key, fingerprint, ttl=IDEMPOTENCY_PENDING_TTL)
+        )
+        if state.outcome == "pending":
+            raise IdempotencyConflict(
+                "a request with this Idempotency-Key is still in progress; retry when it ends"
+            )
+        if state.outcome == "mismatch":
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        if state.outcome == "done":
+            return Submitted(state.status, state.body, None, replayed=True)
+        return None
+
+    async def _finish(self, tenant: str, key: str, fingerprint: str, exc: GatewayError) -> None:
+        body = msgspec.json.encode({"error": exc.message, "code": exc.code})
+        await self._call_store(
+            self._store.finish_idempotent(
+                tenant, key, fingerprint, exc.status, body, ttl=IDEMPOTENCY_TTL
+            )
+        )
+
+    async def _release(self, tenant: str, charge: Charge) -> None:
+        try:
+            await self._quotas.release(tenant, charge)
+        except StoreError as exc:
+            _log.error("release_failed", tenant=tenant, error=str(exc))
 
     @staticmethod
     async def _call_store(operation: Awaitable[_T]) -> _T:
         try:
             return await operation
         except StoreError as exc:
-            raise StoreUnavailable(f"the gateway's store is unavailable: {exc}") from None
+            raise StoreUnavailable(
+                f"the gateway's store is unavailable, so nothing was sent upstream: {exc}"
+            ) from None
+
+
+def _fingerprint(model: str, payload: dict[str, object]) -> str:
+    """Same request, same fingerprint, whatever the key order or whitespace of the body."""
+    canonical = msgspec.json.encode({"model": model, "payload": payload}, order="sorted")
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _request_id(response: UpstreamResponse) -> str:

@@ -1,21 +1,66 @@
-"""Quota policy: what a submit costs, which periods it is charged to, and how limits are shown.
+"""Quota policy: what a submit costs, which UTC periods it is charged to, and how limits show.
 
-The atomic checking and reserving happens in the store (one Lua script on Redis); this module
-decides the inputs (cost, UTC period keys, the tenant's limits) and renders the outcome as the
-IETF httpapi ``RateLimit-Policy`` / ``RateLimit`` headers and 429 errors.
+The atomic check-and-reserve is the store's (one Lua script on Redis); this module decides its
+inputs (the cost, the period keys, the tenant's limits), turns refusals into 429s naming the
+limit, renders the IETF httpapi ``RateLimit-Policy`` / ``RateLimit`` headers, and settles a
+job's charge when it ends: ``success`` keeps it, ``failed``/``cancelled``/expired refund it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
-__all__ = ("DEFAULT_VIDEO_SECONDS", "video_seconds")
+import structlog
+
+from gateway.errors import QuotaExceeded, StoreUnavailable
+from gateway.services.tenants import Tenant
+from gateway.store import Store, StoreError
+from gateway.store.base import (
+    MAX_CONCURRENT_JOBS,
+    READS_PER_MINUTE,
+    SUBMITS_PER_MINUTE,
+    VIDEO_SECONDS_PER_DAY,
+    VIDEO_SECONDS_PER_MONTH,
+    Charge,
+    Decision,
+    LimitState,
+    Settlement,
+    SubmitLimits,
+)
+
+__all__ = (
+    "CONCURRENCY_RETRY_AFTER",
+    "DEFAULT_VIDEO_SECONDS",
+    "Quotas",
+    "ratelimit_headers",
+    "video_seconds",
+)
 
 DEFAULT_VIDEO_SECONDS = 5
+CONCURRENCY_RETRY_AFTER = 5  # seconds: a slot frees when some job ends, at a time nobody knows
+LIMIT_ORDER = (
+    SUBMITS_PER_MINUTE,
+    READS_PER_MINUTE,
+    MAX_CONCURRENT_JOBS,
+    VIDEO_SECONDS_PER_DAY,
+    VIDEO_SECONDS_PER_MONTH,
+)
+_CODES = {
+    SUBMITS_PER_MINUTE: "rate_limited",
+    READS_PER_MINUTE: "rate_limited",
+    MAX_CONCURRENT_JOBS: "concurrency_exceeded",
+    VIDEO_SECONDS_PER_DAY: "budget_exhausted",
+    VIDEO_SECONDS_PER_MONTH: "budget_exhausted",
+}
 _DURATION_KEYS = ("duration", "durationSeconds", "duration_seconds")
+_REFUNDED_STATUSES = frozenset({"failed", "cancelled", "expired"})
+
+_log = structlog.get_logger("gateway.quota")
+_T = TypeVar("_T")
 
 
 def video_seconds(payload: Mapping[str, Any]) -> int:
@@ -37,7 +82,184 @@ def video_seconds(payload: Mapping[str, Any]) -> int:
     return DEFAULT_VIDEO_SECONDS
 
 
-def period_keys(now: float) -> tuple[str, str]:
-    """The UTC day and month a charge at ``now`` belongs to, e.g. ``("2026-11-23", "2026-11")``."""
+def _periods(now: float) -> tuple[str, str, float, float]:
+    """The UTC day and month of ``now`` and when each ends (unix seconds)."""
     moment = datetime.fromtimestamp(now, UTC)
-    return moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
+    day_start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    next_day = day_start + timedelta(days=1)
+    month_start = day_start.replace(day=1)
+    next_month = (month_start + timedelta(days=32)).replace(day=1)
+    return (
+        day_start.strftime("%Y-%m-%d"),
+        month_start.strftime("%Y-%m"),
+        next_day.timestamp(),
+        next_month.timestamp(),
+    )
+
+
+def _submit_limits(tenant: Tenant) -> SubmitLimits:
+    limits = tenant.limits
+    return SubmitLimits(
+        submits_per_minute=limits.submits_per_minute,
+        max_concurrent_jobs=limits.max_concurrent_jobs,
+        video_seconds_per_day=limits.video_seconds_per_day,
+        video_seconds_per_month=limits.video_seconds_per_month,
+    )
+
+
+class Quotas:
+    """Tenant limits, enforced through the store's atomic operations."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float],
+        ambiguous_hold_seconds: float,
+        job_deadline_seconds: float,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._hold = ambiguous_hold_seconds
+        self.job_deadline_seconds = job_deadline_seconds
+
+    def charge_for(self, payload: Mapping[str, Any]) -> Charge:
+        """A fresh reservation for a submit of ``payload`` at the current time."""
+        day, month, day_ends, month_ends = _periods(self._clock())
+        return Charge(uuid.uuid4().hex, video_seconds(payload), day, month, day_ends, month_ends)
+
+    async def reserve(self, tenant: Tenant, charge: Charge) -> Decision:
+        """Reserve every submit limit for ``charge`` or raise a 429 naming the first violated.
+
+        The slot is held for a bounded time (``ambiguous_hold_seconds``) unless the job gets
+        recorded, which holds it until the job's deadline or its settlement.
+        """
+        decision = await _unavailable_on_error(
+            self._store.reserve_submit(
+                tenant.id, charge, _submit_limits(tenant), hold_until=self._clock() + self._hold
+            )
+        )
+        if not decision.allowed:
+            raise _rejection(decision)
+        return decision
+
+    async def take_read(self, tenant: Tenant) -> Decision | None:
+        """Consume one read, or raise a 429; ``None`` when reads are unlimited."""
+        limit = tenant.limits.reads_per_minute
+        if limit is None:
+            return None
+        decision = await _unavailable_on_error(self._store.take_read(tenant.id, limit))
+        if not decision.allowed:
+            raise _rejection(decision)
+        return decision
+
+    async def release(self, tenant_id: str, charge: Charge) -> None:
+        """The upstream refused the submit: give everything back but the submit rate."""
+        await self._store.release(tenant_id, charge)
+
+    def deadline(self) -> float:
+        """When a job submitted now is settled as expired if it has not ended."""
+        return self._clock() + self.job_deadline_seconds
+
+    async def settle(self, tenant_id: str, request_id: str, status: str) -> Settlement | None:
+        """Settle a job that reached ``status`` (terminal, or ``expired``), exactly once."""
+        refund = status in _REFUNDED_STATUSES
+        settled = await self._store.settle(tenant_id, request_id, refund=refund)
+        if settled is not None:
+            _log.info(
+                "job_settled",
+                tenant=tenant_id,
+                upstream_request_id=request_id,
+                status=status,
+                video_seconds_charged=settled.cost - settled.refunded,
+                video_seconds_refunded=settled.refunded,
+            )
+        return settled
+
+    async def usage(self, tenant: Tenant) -> dict[str, Any]:
+        """The tenant's limits, use, what remains and when it resets, and its jobs in flight."""
+        now = self._clock()
+        states, in_flight = await _unavailable_on_error(
+            self._store.usage(
+                tenant.id,
+                _submit_limits(tenant),
+                tenant.limits.reads_per_minute,
+                self.charge_for({}),
+            )
+        )
+        by_name = {state.name: state for state in states}
+        return {
+            "tenant": tenant.id,
+            "limits": {name: _usage_entry(by_name.get(name), now) for name in LIMIT_ORDER},
+            "jobs_in_flight": in_flight,
+        }
+
+
+async def _unavailable_on_error(operation: Awaitable[_T]) -> _T:
+    try:
+        return await operation
+    except StoreError as exc:
+        raise StoreUnavailable(
+            f"the gateway's quota store is unavailable, so nothing was sent upstream: {exc}"
+        ) from None
+
+
+def _usage_entry(state: LimitState | None, now: float) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    resets = state.reset_after > 0
+    return {
+        "limit": state.limit,
+        "used": state.limit - state.remaining,
+        "remaining": state.remaining,
+        "reset_after_seconds": math.ceil(state.reset_after) if resets else 0,
+        "reset_at": (
+            datetime.fromtimestamp(now + state.reset_after, UTC).isoformat().replace("+00:00", "Z")
+            if resets
+            else None
+        ),
+    }
+
+
+def _rejection(decision: Decision) -> QuotaExceeded:
+    name = decision.violated or SUBMITS_PER_MINUTE
+    state = next((s for s in decision.limits if s.name == name), None)
+    limit = f" of {state.limit}" if state is not None else ""
+    wait = decision.retry_after
+    retry = CONCURRENCY_RETRY_AFTER if wait is None else max(1, math.ceil(wait))
+    if name == MAX_CONCURRENT_JOBS:
+        message = f"{name} limit{limit} reached: wait for one of your jobs to finish"
+    elif name in (VIDEO_SECONDS_PER_DAY, VIDEO_SECONDS_PER_MONTH):
+        message = f"{name} budget{limit} is used up; it resets in {retry} s (UTC period)"
+    else:
+        message = f"{name} limit{limit} reached; retry in {retry} s"
+    headers = {"Retry-After": str(retry), **ratelimit_headers(decision, focus=name)}
+    return QuotaExceeded(message, code=_CODES[name], headers=headers)
+
+
+def ratelimit_headers(decision: Decision | None, *, focus: str | None = None) -> dict[str, str]:
+    """IETF httpapi ``RateLimit-Policy`` / ``RateLimit`` for the limit closest to running out
+    (or ``focus``, the limit that refused the request)."""
+    if decision is None or not decision.limits:
+        return {}
+    state = next((s for s in decision.limits if s.name == focus), None) or min(
+        decision.limits, key=lambda s: (s.remaining / s.limit, s.remaining)
+    )
+    policy = f'"{state.name}";q={state.limit}'
+    window = _WINDOWS.get(state.name)
+    if window is not None:
+        policy += f";w={window}"
+    elif state.name == MAX_CONCURRENT_JOBS:
+        policy += ';qu="concurrent-requests"'
+    return {
+        "RateLimit-Policy": policy,
+        "RateLimit": f'"{state.name}";r={state.remaining};t={math.ceil(state.reset_after)}',
+    }
+
+
+_WINDOWS = {
+    SUBMITS_PER_MINUTE: 60,
+    READS_PER_MINUTE: 60,
+    VIDEO_SECONDS_PER_DAY: 86400,
+    VIDEO_SECONDS_PER_MONTH: 31 * 86400,
+}

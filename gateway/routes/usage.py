@@ -1,0 +1,27 @@
+"""Gateway extensions for tenants (DESIGN §2.2): ``GET /v1/usage``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Router, get
+
+from gateway.routes.deps import documented, services, tenant_principal
+from gateway.schemas import ErrorBody, UsageBody
+
+__all__ = ("usage_router",)
+
+AnyRequest = Request[Any, Any, Any]
+
+
+@get("/usage", responses={200: documented(UsageBody), 401: documented(ErrorBody, "Bad key")})
+async def usage(request: AnyRequest) -> dict[str, Any]:
+    """Your limits, what you used, what remains, when each resets, and your jobs in flight.
+
+    A limit that is ``null`` is not configured (unlimited).
+    """
+    principal = tenant_principal(request)
+    return await services(request).quotas.usage(principal.tenant)
+
+
+usage_router = Router(path="/v1", route_handlers=[usage], tags=["tenant"])

@@ -1,0 +1,192 @@
+"""What the gateway does while its shared store is unreachable (``GATEWAY_STORE_FAILURE_MODE``).
+
+``closed`` (the default): every operation fails with ``StoreError`` and the request is answered
+503 before anything goes upstream. ``open``: requests are served under a per-replica local cap
+(the tenant's own limits, enforced by an in-process store on this replica only), each such
+request is counted and logged as ``unchecked_request``, and jobs submitted meanwhile are written
+back to the shared store when it returns. What cannot be answered safely from one replica's
+memory still fails closed: a job this replica never saw (ownership cannot be proven, and a
+wrong answer would leak another tenant's job), the job list, usage, and the reconciler's lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.store import JobPage, Store, StoredJob, StoreError
+from gateway.store.base import (
+    Charge,
+    Decision,
+    IdempotencyState,
+    LimitState,
+    Settlement,
+    SubmitLimits,
+)
+
+__all__ = ("StoreFailover",)
+
+_log = structlog.get_logger("gateway.store")
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingJob:
+    tenant: str
+    request_id: str
+    model: str
+    record: bytes
+
+
+class StoreFailover(Store):
+    """The shared store, with a per-replica fallback in open mode (``local`` given)."""
+
+    def __init__(self, shared: Store, local: Store | None = None) -> None:
+        self._shared = shared
+        self._local = local
+        self._pending: list[_PendingJob] = []
+        self.unchecked = 0
+
+    @property
+    def open_mode(self) -> bool:
+        return self._local is not None
+
+    def _fallback(self, operation: str, exc: StoreError) -> Store:
+        if self._local is None:
+            raise exc
+        self.unchecked += 1
+        _log.warning("unchecked_request", operation=operation, error=str(exc))
+        return self._local
+
+    async def add_job(
+        self,
+        tenant: str,
+        request_id: str,
+        model: str,
+        record: bytes,
+        *,
+        charge: Charge | None = None,
+        deadline: float | None = None,
+    ) -> StoredJob:
+        try:
+            return await self._shared.add_job(
+                tenant, request_id, model, record, charge=charge, deadline=deadline
+            )
+        except StoreError as exc:
+            local = self._fallback("add_job", exc)
+        self._pending.append(_PendingJob(tenant, request_id, model, record))
+        return await local.add_job(
+            tenant, request_id, model, record, charge=charge, deadline=deadline
+        )
+
+    async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
+        try:
+            return await self._shared.get_job(tenant, request_id)
+        except StoreError as exc:
+            job = await self._fallback("get_job", exc).get_job(tenant, request_id)
+            if job is None:
+                raise  # not provably this tenant's, nor provably not: never guess
+            return job
+
+    async def update_job_record(self, tenant: str, request_id: str, record: bytes) -> bool:
+        try:
+            return await self._shared.update_job_record(tenant, request_id, record)
+        except StoreError as exc:
+            return await self._fallback("update_job_record", exc).update_job_record(
+                tenant, request_id, record
+            )
+
+    async def list_jobs(
+        self, tenant: str, *, model: str | None = None, limit: int = 100, offset: int = 0
+    ) -> JobPage:
+        return await self._shared.list_jobs(tenant, model=model, limit=limit, offset=offset)
+
+    async def reserve_submit(
+        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
+    ) -> Decision:
+        try:
+            return await self._shared.reserve_submit(tenant, charge, limits, hold_until=hold_until)
+        except StoreError as exc:
+            return await self._fallback("reserve_submit", exc).reserve_submit(
+                tenant, charge, limits, hold_until=hold_until
+            )
+
+    async def release(self, tenant: str, charge: Charge) -> bool:
+        try:
+            return await self._shared.release(tenant, charge)
+        except StoreError as exc:
+            return await self._fallback("release", exc).release(tenant, charge)
+
+    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+        try:
+            return await self._shared.settle(tenant, request_id, refund=refund)
+        except StoreError as exc:
+            return await self._fallback("settle", exc).settle(tenant, request_id, refund=refund)
+
+    async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
+        try:
+            return await self._shared.take_read(tenant, reads_per_minute)
+        except StoreError as exc:
+            return await self._fallback("take_read", exc).take_read(tenant, reads_per_minute)
+
+    async def usage(
+        self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
+    ) -> tuple[tuple[LimitState, ...], int]:
+        return await self._shared.usage(tenant, limits, reads_per_minute, charge)
+
+    async def jobs_to_reconcile(
+        self, *, checked_before: float, limit: int
+    ) -> list[tuple[str, str, float]]:
+        return await self._shared.jobs_to_reconcile(checked_before=checked_before, limit=limit)
+
+    async def mark_checked(self, tenant: str, request_id: str) -> None:
+        await self._shared.mark_checked(tenant, request_id)
+
+    async def begin_idempotent(
+        self, tenant: str, key: str, fingerprint: str, *, ttl: float
+    ) -> IdempotencyState:
+        try:
+            return await self._shared.begin_idempotent(tenant, key, fingerprint, ttl=ttl)
+        except StoreError as exc:
+            return await self._fallback("begin_idempotent", exc).begin_idempotent(
+                tenant, key, fingerprint, ttl=ttl
+            )
+
+    async def finish_idempotent(
+        self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float
+    ) -> None:
+        try:
+            await self._shared.finish_idempotent(tenant, key, fingerprint, status, body, ttl=ttl)
+        except StoreError as exc:
+            await self._fallback("finish_idempotent", exc).finish_idempotent(
+                tenant, key, fingerprint, status, body, ttl=ttl
+            )
+
+    async def abandon_idempotent(self, tenant: str, key: str) -> None:
+        try:
+            await self._shared.abandon_idempotent(tenant, key)
+        except StoreError as exc:
+            await self._fallback("abandon_idempotent", exc).abandon_idempotent(tenant, key)
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
+        return await self._shared.acquire_lease(name, holder, ttl=ttl)
+
+    async def ping(self) -> None:
+        await self._shared.ping()
+
+    async def aclose(self) -> None:
+        await self._shared.aclose()
+
+    async def write_back(self, interval: float) -> None:
+        """Until cancelled: copy jobs recorded locally during an outage into the shared store."""
+        while True:
+            await asyncio.sleep(interval)
+            while self._pending:
+                job = self._pending[0]
+                try:  # ownership only: the charge was never on the shared counters
+                    await self._shared.add_job(job.tenant, job.request_id, job.model, job.record)
+                except StoreError:
+                    break
+                self._pending.pop(0)
+                _log.info("job_written_back", tenant=job.tenant, upstream_request_id=job.request_id)
