@@ -1,0 +1,239 @@
+"""DESIGN §4 through real sockets: three gateway replicas sharing one real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import UPSTREAM_KEY, SimControl
+from tests.support.processes import MIRROR, ServerProcess, start_gateway
+from tests.support.redis_server import RedisServer, find_redis_server
+
+pytestmark = pytest.mark.redis
+
+MODEL = "Kling-Text2Video-V2-Master"
+LIMITS = {
+    "conc": "max_concurrent_jobs: 7",
+    "budget": "video_seconds_per_day: 50",
+    "rate": "submits_per_minute: 10",
+    "reads": "reads_per_minute: 3",
+    "refund": "video_seconds_per_day: 20, max_concurrent_jobs: 5",
+    "expiry": "video_seconds_per_day: 10",
+    "idem": "video_seconds_per_day: 1000",
+    "failing": "video_seconds_per_day: 10",
+}
+KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
+REPLICA_ENV = {
+    "GATEWAY_RECONCILE_INTERVAL_SECONDS": "0.2",
+    "GATEWAY_RECONCILE_STALE_SECONDS": "0.3",
+    "GATEWAY_JOB_DEADLINE_SECONDS": "4",
+}
+
+
+def tenants_file(path: Path) -> Path:
+    lines = ["tenants:"]
+    for tenant, limits in LIMITS.items():
+        digest = hashlib.sha256(KEYS[tenant].encode()).hexdigest()
+        lines += [
+            f"  - id: {tenant}",
+            f'    keys: [{{id: {tenant}-k, sha256: "{digest}"}}]',
+            '    models: ["*"]',
+            f"    limits: {{{limits}}}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared_redis() -> Iterator[RedisServer]:
+    server = RedisServer(find_redis_server()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    sim: ServerProcess, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServerProcess]]:
+    logdir = tmp_path_factory.mktemp("replicas")
+    tenants = tenants_file(logdir / "tenants.yaml")
+    env = {"GATEWAY_REDIS_URL": shared_redis.url, **REPLICA_ENV}
+    servers = [
+        start_gateway(logdir, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants,
+                      name=f"replica{n}", extra_env=env)
+        for n in range(3)
+    ]  # fmt: skip
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def body(prompt: str = "a quiet harbour [sim:stuck]", duration: str = "5") -> dict[str, Any]:
+    return {"model": MODEL, "payload": {"prompt": prompt, "duration": duration}}
+
+
+async def burst(replicas: list[ServerProcess], tenant: str, n: int) -> list[httpx.Response]:
+    """``n`` concurrent submits spread round-robin over the replicas."""
+    headers = {"Authorization": f"Bearer {KEYS[tenant]}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        return await asyncio.gather(
+            *(
+                client.post(f"{replicas[i % len(replicas)].url}{MIRROR}/requests", json=body())
+                for i in range(n)
+            )
+        )
+
+
+def usage(replica: ServerProcess, tenant: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {KEYS[tenant]}"}
+    response = httpx.get(f"{replica.url}/v1/usage", headers=headers).raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def client(replica: ServerProcess, tenant: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {KEYS[tenant]}"}
+    return httpx.Client(base_url=replica.url + MIRROR, headers=headers, timeout=30)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "accepted", "code", "limit"),
+    [
+        ("conc", 7, "concurrency_exceeded", "max_concurrent_jobs"),
+        ("budget", 10, "budget_exhausted", "video_seconds_per_day"),
+        ("rate", 10, "rate_limited", "submits_per_minute"),
+    ],
+)
+def test_limits_hold_exactly_across_replicas(
+    replicas: list[ServerProcess],
+    shared_redis: RedisServer,
+    sim_control: SimControl,
+    tenant: str,
+    accepted: int,
+    code: str,
+    limit: str,
+) -> None:
+    for _ in range(5):  # a race would show as an extra acceptance in some round
+        shared_redis.flush()
+        before = sim_control.calls()["POST /requests"]
+        responses = asyncio.run(burst(replicas, tenant, 40))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == accepted, statuses
+        assert statuses.count(429) == 40 - accepted
+        assert sim_control.calls()["POST /requests"] - before == accepted  # refused: never sent
+        refused = next(r for r in responses if r.status_code == 429)
+        assert refused.json()["code"] == code
+        assert limit in refused.json()["error"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert limit in refused.headers["ratelimit-policy"]
+        ok = next(r for r in responses if r.status_code == 200)
+        assert "ratelimit" in ok.headers
+
+
+def test_reads_per_minute_applies_to_every_read(replicas: list[ServerProcess]) -> None:
+    with client(replicas[0], "reads") as reads:
+        answers = [reads.get("/models") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[0].headers["ratelimit-policy"] == '"reads_per_minute";q=3;w=60'
+    assert answers[2].headers["ratelimit"].startswith('"reads_per_minute";r=0;')
+    assert answers[3].json()["code"] == "rate_limited"
+
+
+def test_failed_job_is_refunded_exactly_once_whoever_sees_it(
+    replicas: list[ServerProcess],
+) -> None:
+    with client(replicas[0], "refund") as first:
+        kept = first.post("/requests", json=body("a sunrise")).raise_for_status().json()
+        failing = first.post("/requests", json=body("boom [sim:fail]")).raise_for_status().json()
+    assert usage(replicas[0], "refund")["limits"]["video_seconds_per_day"]["used"] == 10
+
+    async def poll_everywhere(request_id: str) -> None:
+        headers = {"Authorization": f"Bearer {KEYS['refund']}"}
+        async with httpx.AsyncClient(headers=headers) as http:
+            for _ in range(200):
+                answers = await asyncio.gather(
+                    *(http.get(f"{r.url}{MIRROR}/requests/{request_id}") for r in replicas * 3)
+                )
+                if all(a.json()["status"] in {"success", "failed"} for a in answers):
+                    return
+                await asyncio.sleep(0.05)
+
+    asyncio.run(poll_everywhere(failing["request_id"]))
+    asyncio.run(poll_everywhere(kept["request_id"]))
+    after = usage(replicas[1], "refund")
+    assert after["limits"]["video_seconds_per_day"]["used"] == 5  # kept 5, refunded 5 once
+    assert after["jobs_in_flight"] == 0
+
+
+def test_unpolled_jobs_are_settled_by_the_reconciler(replicas: list[ServerProcess]) -> None:
+    with client(replicas[2], "failing") as failing:
+        failing.post("/requests", json=body("nobody polls me [sim:fail]")).raise_for_status()
+    eventually(lambda: usage(replicas[0], "failing")["jobs_in_flight"] == 0)
+    assert usage(replicas[0], "failing")["limits"]["video_seconds_per_day"]["used"] == 0
+
+
+def test_stuck_job_expires_and_is_refunded(replicas: list[ServerProcess]) -> None:
+    with client(replicas[0], "expiry") as expiry:
+        expiry.post("/requests", json=body("forever [sim:stuck]", "10")).raise_for_status()
+        refused = expiry.post("/requests", json=body("more", "5"))
+        assert refused.status_code == 429
+        eventually(
+            lambda: usage(replicas[0], "expiry")["limits"]["video_seconds_per_day"]["used"] == 0
+        )
+        assert usage(replicas[0], "expiry")["jobs_in_flight"] == 0
+        assert expiry.post("/requests", json=body("again", "10")).status_code == 200
+    logs = "".join(r.output() for r in replicas)
+    assert '"event":"job_expired"' in logs
+
+
+def test_idempotent_replay_makes_no_second_job(
+    replicas: list[ServerProcess], sim_control: SimControl
+) -> None:
+    before = sim_control.calls()["POST /requests"]
+    headers = {"Idempotency-Key": "order-42"}
+    with client(replicas[0], "idem") as one, client(replicas[1], "idem") as two:
+        first = one.post("/requests", json=body("a fox"), headers=headers)
+        replay = two.post("/requests", json=body("a fox"), headers=headers)
+        assert first.status_code == replay.status_code == 200
+        assert replay.content == first.content
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert sim_control.calls()["POST /requests"] == before + 1
+        assert usage(replicas[0], "idem")["limits"]["video_seconds_per_day"]["used"] == 5
+        other = two.post("/requests", json=body("a different fox"), headers=headers)
+        assert other.status_code == 422
+        assert other.json()["code"] == "idempotency_key_reused"
+
+
+def test_concurrent_duplicate_gets_409(
+    replicas: list[ServerProcess], sim_control: SimControl
+) -> None:
+    sim_control.fault("POST /requests", latency_ms=600, rate=1.0)
+    headers = {"Authorization": f"Bearer {KEYS['idem']}", "Idempotency-Key": "order-43"}
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            first = asyncio.ensure_future(
+                http.post(f"{replicas[0].url}{MIRROR}/requests", json=body())
+            )
+            await asyncio.sleep(0.2)
+            second = await http.post(f"{replicas[2].url}{MIRROR}/requests", json=body())
+            return [await first, second]
+
+    first, second = asyncio.run(both())
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert second.json()["code"] == "idempotency_conflict"

@@ -1,0 +1,106 @@
+"""DESIGN §4 store failure: Redis killed mid-test, in closed and in open mode, then restored."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import UPSTREAM_KEY, SimControl
+from tests.support.processes import MIRROR, ServerProcess, start_gateway
+from tests.support.redis_server import RedisServer, find_redis_server
+
+pytestmark = pytest.mark.redis
+
+KEY = "key-fragile-0123456789abcdef"
+BODY = {"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "a kite"}}
+
+
+@pytest.fixture
+def redis_to_kill() -> Iterator[RedisServer]:
+    server = RedisServer(find_redis_server()).start()
+    yield server
+    server.stop()
+
+
+def gateway(
+    sim: ServerProcess, redis: RedisServer, tmp_path: Path, mode: str, name: str
+) -> ServerProcess:
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    tenants = tmp_path / f"{name}.yaml"
+    tenants.write_text(
+        "tenants:\n  - id: fragile\n"
+        f'    keys: [{{id: f-k, sha256: "{digest}"}}]\n'
+        '    models: ["*"]\n'
+        "    limits: {submits_per_minute: 2}\n"
+    )
+    env = {"GATEWAY_REDIS_URL": redis.url, "GATEWAY_STORE_FAILURE_MODE": mode}
+    return start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants, name=name, extra_env=env
+    )
+
+
+def recovers(client: httpx.Client) -> bool:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if client.post("/requests", json=BODY).status_code == 200:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_closed_mode_answers_503_and_forwards_nothing(
+    sim: ServerProcess, sim_control: SimControl, redis_to_kill: RedisServer, tmp_path: Path
+) -> None:
+    server = gateway(sim, redis_to_kill, tmp_path, "closed", "closed")
+    try:
+        with httpx.Client(
+            base_url=server.url + MIRROR, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        ) as client:
+            assert client.post("/requests", json=BODY).status_code == 200
+            redis_to_kill.stop()
+            before = sim_control.calls()["POST /requests"]
+            refused = client.post("/requests", json=BODY)
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "store_unavailable"
+            assert "nothing was sent upstream" in refused.json()["error"]
+            assert client.get("/requests").status_code == 503
+            assert sim_control.calls()["POST /requests"] == before
+            assert httpx.get(server.url + "/readyz").status_code == 503
+            redis_to_kill.start()
+            assert recovers(client)
+            assert httpx.get(server.url + "/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_open_mode_serves_under_a_local_cap_and_writes_back(
+    sim: ServerProcess, redis_to_kill: RedisServer, tmp_path: Path
+) -> None:
+    server = gateway(sim, redis_to_kill, tmp_path, "open", "open")
+    try:
+        with httpx.Client(
+            base_url=server.url + MIRROR, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        ) as client:
+            redis_to_kill.stop()
+            served = [client.post("/requests", json=BODY) for _ in range(3)]
+            assert [r.status_code for r in served] == [200, 200, 429]  # the local cap: 2 a minute
+            request_id = served[0].json()["request_id"]
+            assert client.get(f"/requests/{request_id}").status_code == 200  # seen on this replica
+            assert client.get("/requests/never-seen-here").status_code == 503  # cannot prove it
+            assert httpx.get(server.url + "/readyz").status_code == 200
+            redis_to_kill.start()
+            deadline = time.monotonic() + 15
+            while (
+                client.get("/requests").status_code != 200
+                or request_id not in client.get("/requests").text
+            ):
+                assert time.monotonic() < deadline, "the job was never written back"
+                time.sleep(0.1)
+    finally:
+        server.stop()
+    assert '"event":"unchecked_request"' in server.output()
