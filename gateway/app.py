@@ -102,7 +102,7 @@ def create_app(
                 ambiguous_hold_seconds=settings.ambiguous_hold_seconds,
                 job_deadline_seconds=settings.job_deadline_seconds,
             )
-            jobs = Jobs(backend, client, catalog, quotas)
+            jobs = Jobs(backend, client, catalog, quotas, status_ttl=settings.status_ttl_seconds)
             app.state.services = Services(
                 tenants=registry,
                 jobs=jobs,
@@ -121,6 +121,7 @@ def create_app(
                 interval=settings.reconcile_interval_seconds,
                 stale_after=settings.reconcile_stale_seconds,
                 read_budget=settings.reconcile_read_budget,
+                status_ttl=settings.status_ttl_seconds,
             )
             for background in (
                 registry.watch(settings.tenants_poll_seconds),

@@ -77,6 +77,7 @@ class Settings:
     reconcile_interval_seconds: float = 5.0
     reconcile_stale_seconds: float = 30.0
     reconcile_read_budget: int = 20
+    status_ttl_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_tenants_file: bool = True) -> Settings:
@@ -90,7 +91,8 @@ class Settings:
         ``GATEWAY_AMBIGUOUS_HOLD_SECONDS`` (how long an unanswered submit holds its slot),
         ``GATEWAY_RECONCILE_INTERVAL_SECONDS``, ``GATEWAY_RECONCILE_STALE_SECONDS`` (how long
         unpolled before the reconciler looks) and ``GATEWAY_RECONCILE_READ_BUDGET`` (upstream
-        reads per pass).
+        reads per pass); ``GATEWAY_STATUS_TTL_SECONDS`` (at most one upstream status call per
+        job per this many seconds, across replicas).
 
         Raises:
             SettingsError: naming the first invalid or missing variable.
@@ -134,6 +136,7 @@ class Settings:
             ),
             reconcile_stale_seconds=_positive(env, "GATEWAY_RECONCILE_STALE_SECONDS", 30.0, float),
             reconcile_read_budget=_positive(env, "GATEWAY_RECONCILE_READ_BUDGET", 20, int),
+            status_ttl_seconds=_positive(env, "GATEWAY_STATUS_TTL_SECONDS", 1.0, float),
         )
 
 

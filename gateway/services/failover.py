@@ -102,6 +102,14 @@ class StoreFailover(Store):
     ) -> JobPage:
         return await self._shared.list_jobs(tenant, model=model, limit=limit, offset=offset)
 
+    async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
+        try:
+            return await self._shared.claim_refresh(tenant, request_id, ttl=ttl)
+        except StoreError as exc:
+            return await self._fallback("claim_refresh", exc).claim_refresh(
+                tenant, request_id, ttl=ttl
+            )
+
     async def reserve_submit(
         self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
     ) -> Decision:

@@ -83,12 +83,20 @@ class Jobs:
     """The job routes' policy; knows the store contract and the upstream client only."""
 
     def __init__(
-        self, store: Store, upstream: UpstreamClient, catalog: Catalog, quotas: Quotas
+        self,
+        store: Store,
+        upstream: UpstreamClient,
+        catalog: Catalog,
+        quotas: Quotas,
+        *,
+        status_ttl: float = 1.0,
     ) -> None:
         self._store = store
         self._upstream = upstream
         self._catalog = catalog
         self._quotas = quotas
+        self._status_ttl = status_ttl
+        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
 
     async def submit(
         self, principal: Principal, body: bytes, idempotency_key: str | None = None
@@ -180,14 +188,29 @@ class Jobs:
     async def get(self, principal: Principal, request_id: str) -> bytes:
         """The job's current upstream record, if the tenant owns it.
 
-        A terminal record never changes, so once stored it is served without an upstream call.
+        Status polls are coalesced: a terminal record never changes, so once stored it is served
+        without an upstream call; otherwise at most one upstream call per ``status_ttl`` is made
+        for a job across all replicas (the store's refresh claim), concurrent polls on this
+        replica share it, and polls that lose the claim get the stored record.
         """
-        job = await self._call_store(self._store.get_job(principal.tenant.id, request_id))
+        tenant = principal.tenant.id
+        job = await self._call_store(self._store.get_job(tenant, request_id))
         if job is None:
             raise NotFound("request not found")
         if job_status(job.record) in TERMINAL_STATUSES:
             return job.record
-        return await self.refresh(job)
+        pending = self._inflight.get((tenant, request_id))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        claimed = await self._call_store(
+            self._store.claim_refresh(tenant, request_id, ttl=self._status_ttl)
+        )
+        if not claimed:
+            return job.record
+        future = asyncio.ensure_future(self.refresh(job))
+        self._inflight[tenant, request_id] = future
+        future.add_done_callback(lambda _: self._inflight.pop((tenant, request_id), None))
+        return await asyncio.shield(future)
 
     async def list(
         self, principal: Principal, *, model: str | None, limit: int, offset: int

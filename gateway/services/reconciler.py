@@ -38,6 +38,7 @@ class Reconciler:
         interval: float = 5.0,
         stale_after: float = 30.0,
         read_budget: int = 20,
+        status_ttl: float = 1.0,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -47,6 +48,7 @@ class Reconciler:
         self._interval = interval
         self._stale_after = stale_after
         self._read_budget = read_budget
+        self._status_ttl = status_ttl
 
     async def run(self) -> None:
         """Until cancelled: every ``interval``, if this replica holds the lease, do one pass."""
@@ -71,8 +73,10 @@ class Reconciler:
                 await self._jobs.expire(tenant, request_id)
                 continue
             job = await self._store.get_job(tenant, request_id)
-            if job is None:
-                continue
+            if job is None or not await self._store.claim_refresh(
+                tenant, request_id, ttl=self._status_ttl
+            ):
+                continue  # gone, or polled this very moment: its status is fresh anyway
             try:
                 await self._jobs.refresh(job)
             except GatewayError as exc:

@@ -208,6 +208,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
+        """Claim the right to ask the upstream for this job's status for the next ``ttl``
+        seconds. Only one claim succeeds per window, whatever the number of replicas: the
+        others serve the stored record, so N pollers of one job cost one upstream call."""
+
+    @abc.abstractmethod
     async def reserve_submit(
         self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
     ) -> Decision:

@@ -56,6 +56,7 @@ class MemoryStore(Store):
         self._to_check: dict[tuple[str, str], float] = {}
         self._claims: dict[tuple[str, str], _Claim] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._refresh_claims: dict[tuple[str, str], float] = {}
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -104,6 +105,16 @@ class MemoryStore(Store):
         matching = [j for j in jobs.values() if model is None or j.model == model]
         matching.sort(key=lambda j: (j.created_at, j.request_id), reverse=True)
         return JobPage(matching[offset : offset + limit], len(matching))
+
+    async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
+        now = self._clock()
+        if self._refresh_claims.get((tenant, request_id), 0.0) > now:
+            return False
+        self._refresh_claims[tenant, request_id] = now + ttl
+        if len(self._refresh_claims) > 10_000:  # forget claims that have run out
+            for claim in [c for c, until in self._refresh_claims.items() if until <= now]:
+                del self._refresh_claims[claim]
+        return True
 
     # --- quotas -----------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class RedisStore(Store):
         self._take_read = _script(client, "take_read")
         self._begin_idempotent = _script(client, "begin_idempotent")
         self._lease = _script(client, "lease")
+        self._claim = _script(client, "claim")
         self._to_check = f"{prefix}:reconcile"  # spans tenants; never used inside a script
 
     @classmethod
@@ -154,6 +155,11 @@ class RedisStore(Store):
             if (job := self._job(tenant, raw_id.decode(), fields)) is not None
         ]
         return JobPage(jobs, int(total))
+
+    async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
+        keys = [self._key(tenant, "refresh", request_id)]
+        args: list[Arg] = [self._clock(), ttl]
+        return bool(await self._call(self._claim(keys=keys, args=args)))
 
     async def reserve_submit(
         self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float

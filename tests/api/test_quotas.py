@@ -28,6 +28,7 @@ LIMITS = {
     "expiry": "video_seconds_per_day: 10",
     "idem": "video_seconds_per_day: 1000",
     "failing": "video_seconds_per_day: 10",
+    "poller": "",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -237,3 +238,47 @@ def test_concurrent_duplicate_gets_409(
     assert first.status_code == 200
     assert second.status_code == 409
     assert second.json()["code"] == "idempotency_conflict"
+
+
+def test_polls_of_one_job_are_coalesced_across_replicas(
+    replicas: list[ServerProcess], shared_redis: RedisServer, sim_control: SimControl
+) -> None:
+    """DESIGN §5: 100 concurrent polls cost at most one upstream call per status TTL (1 s),
+    the reconciler's included (the flush leaves it no other job to read)."""
+    shared_redis.flush()
+    with client(replicas[0], "poller") as poller:
+        request_id = poller.post("/requests", json=body("slow [sim:stuck]")).json()["request_id"]
+    headers = {"Authorization": f"Bearer {KEYS['poller']}"}
+
+    async def hundred_polls() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            return await asyncio.gather(
+                *(
+                    http.get(f"{replicas[i % 3].url}{MIRROR}/requests/{request_id}")
+                    for i in range(100)
+                )
+            )
+
+    before = sim_control.calls()["GET /requests/{request_id}"]
+    started = time.monotonic()
+    answers = asyncio.run(hundred_polls())
+    windows = int((time.monotonic() - started) // 1.0) + 1
+    assert all(a.status_code == 200 for a in answers)
+    assert all(a.json()["request_id"] == request_id for a in answers)
+    calls = sim_control.calls()["GET /requests/{request_id}"] - before
+    assert 1 <= calls <= windows
+
+
+def test_finished_job_polls_cost_no_upstream_call(
+    replicas: list[ServerProcess], shared_redis: RedisServer, sim_control: SimControl
+) -> None:
+    shared_redis.flush()
+    with client(replicas[0], "poller") as poller:
+        request_id = poller.post("/requests", json=body("quick")).json()["request_id"]
+        eventually(lambda: poller.get(f"/requests/{request_id}").json()["status"] == "success")
+        before = sim_control.calls()["GET /requests/{request_id}"]
+        for replica in replicas:
+            with client(replica, "poller") as other:
+                for _ in range(10):
+                    assert other.get(f"/requests/{request_id}").json()["status"] == "success"
+    assert sim_control.calls()["GET /requests/{request_id}"] == before

@@ -144,3 +144,14 @@ async def test_ping_and_close(store: Store) -> None:
     await store.ping()
     await store.aclose()
     await store.aclose()
+
+
+async def test_one_refresh_claim_per_window(store: Store, clock: FakeClock) -> None:
+    claims = await asyncio.gather(*(store.claim_refresh("a", "r1", ttl=1.0) for _ in range(50)))
+    assert claims.count(True) == 1
+    assert await store.claim_refresh("a", "r2", ttl=1.0)
+    assert await store.claim_refresh("b", "r1", ttl=1.0)
+    clock.advance(0.999)
+    assert not await store.claim_refresh("a", "r1", ttl=1.0)
+    clock.advance(0.001)
+    assert await store.claim_refresh("a", "r1", ttl=1.0)
