@@ -95,7 +95,10 @@ def create_app(
             backend = StoreFailover(
                 shared, MemoryStore(clock=clock, job_retention_seconds=86400) if open_mode else None
             )
-            catalog = Catalog(client, ttl=settings.catalog_ttl_seconds, clock=time.monotonic)
+            holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            catalog = Catalog(
+                client, backend, ttl=settings.catalog_ttl_seconds, clock=clock, holder=holder
+            )
             quotas = Quotas(
                 backend,
                 clock=clock,
@@ -115,7 +118,7 @@ def create_app(
             reconciler = Reconciler(
                 backend,
                 jobs,
-                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+                holder=holder,
                 clock=clock,
                 deadline_seconds=settings.job_deadline_seconds,
                 interval=settings.reconcile_interval_seconds,

@@ -1,14 +1,17 @@
-"""Operator routes behind admin keys (DESIGN §2.3)."""
+"""Operator routes behind admin keys (DESIGN §2.3); tenant keys get 403 here."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from litestar import Request, Router, post
+from litestar import Request, Router, get, post
+from litestar.params import FromPath
 
-from gateway.errors import InvalidTenantsFile
+from gateway.errors import InvalidTenantsFile, NotFound
 from gateway.routes.deps import admin_principal, documented, services
 from gateway.schemas import ErrorBody, ReloadBody
+from gateway.services.tenants import Tenant
 
 __all__ = ("admin_router",)
 
@@ -32,4 +35,49 @@ async def reload_tenants(request: AnyRequest) -> ReloadBody:
     return ReloadBody(changed=result.changed, tenants=len(registry.current.tenants))
 
 
-admin_router = Router(path="/admin", route_handlers=[reload_tenants], tags=["admin"])
+@get("/tenants")
+async def list_tenants(request: AnyRequest) -> dict[str, Any]:
+    """Every configured tenant with its key ids, models, limits and current usage."""
+    admin_principal(request)
+    found = services(request)
+    tenants = list(found.tenants.current.tenants.values())
+    usages = await asyncio.gather(*(found.quotas.usage(t) for t in tenants))
+    return {"tenants": [_describe(t) | {"usage": u} for t, u in zip(tenants, usages, strict=True)]}
+
+
+@get("/tenants/{tenant_id:str}/usage", responses={404: documented(ErrorBody, "No such tenant")})
+async def tenant_usage(request: AnyRequest, tenant_id: FromPath[str]) -> dict[str, Any]:
+    """One tenant's limits, use, remaining, reset times and jobs in flight."""
+    admin_principal(request)
+    found = services(request)
+    tenant = found.tenants.current.tenants.get(tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id}")
+    return await found.quotas.usage(tenant)
+
+
+@post("/cache/invalidate", status_code=200)
+async def invalidate_cache(request: AnyRequest) -> dict[str, bool]:
+    """Drop the cached model list and details on every replica (others follow within 1 s)."""
+    admin_principal(request)
+    await services(request).catalog.invalidate()
+    return {"invalidated": True}
+
+
+def _describe(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "keys": [
+            {"id": key.id, "expires_at": key.expires_at.isoformat() if key.expires_at else None}
+            for key in tenant.keys
+        ],
+        "models": "*" if tenant.models is None else sorted(tenant.models),
+        "store_prompts": tenant.store_prompts,
+    }
+
+
+admin_router = Router(
+    path="/admin",
+    route_handlers=[reload_tenants, list_tenants, tenant_usage, invalidate_cache],
+    tags=["admin"],
+)

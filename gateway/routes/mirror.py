@@ -18,6 +18,7 @@ from gateway.schemas import (
     RequestRecord,
     SubmitRecord,
 )
+from gateway.services.catalog import etag_of
 
 __all__ = ("MIRROR_PREFIX", "mirror_router")
 
@@ -42,13 +43,24 @@ def _json(body: bytes, status: int = 200) -> Response[bytes]:
     return Response(body, status_code=status, media_type=_JSON)
 
 
+def _cacheable(request: AnyRequest, body: bytes, etag: str, cache: str) -> Response[bytes]:
+    """A catalog answer: ``ETag``, ``X-Cache``, and 304 when the client's copy is current."""
+    headers = {"ETag": etag, "X-Cache": cache, "Cache-Control": "private, max-age=0"}
+    wanted = request.headers.get("if-none-match", "")
+    tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
+    if etag in tags or "*" in tags:
+        return Response(b"", status_code=304, headers=headers)
+    return Response(body, media_type=_JSON, headers=headers)
+
+
 @get("/models", responses={200: documented(ModelIdList), **_ERRORS})
 async def list_models(request: AnyRequest) -> Response[bytes]:
     """Model ids this tenant may use."""
     tenant = (await tenant_read(request)).tenant
     ids = await services(request).catalog.model_ids()
-    allowed = [m for m in ids if tenant.allows_model(m)]
-    return _json(msgspec.json.encode({"model_ids": allowed}))
+    allowed = [m for m in ids.value if tenant.allows_model(m)]
+    body = msgspec.json.encode({"model_ids": allowed})
+    return _cacheable(request, body, etag_of(body), ids.cache)
 
 
 @get("/models/{model_id:str}", responses={200: documented(dict), **_ERRORS})
@@ -58,7 +70,7 @@ async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Response[by
     if not tenant.allows_model(model_id):
         raise UnknownModel(f"model {model_id} does not exist")
     entry = await services(request).catalog.model(model_id)
-    return _json(entry.raw)
+    return _cacheable(request, entry.value.raw, entry.value.etag, entry.cache)
 
 
 class _SubmitOperation(Operation):

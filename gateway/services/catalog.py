@@ -1,18 +1,21 @@
-"""The upstream's model catalog, cached in-process with single-flight refreshes.
+"""The upstream's model catalog behind two cache levels: this process, then the shared store.
 
-Model ids and model details change rarely and every submit needs the model's parameter schema,
-so they are fetched once per TTL. Concurrent misses for the same key share one upstream call,
-and an upstream failure while refreshing serves the last good copy rather than failing. Details
-are fetched only for ids the model list contains, so clients cannot grow the cache with made-up
-ids or make the gateway ask the upstream about them.
+Model ids and details change rarely and every submit needs the model's parameter schema.
+An entry is fresh for ``ttl`` seconds after it was fetched from the upstream. When it goes
+stale, one refresh runs (single-flight within the process, and across replicas through a store
+lease) while callers keep getting the stale copy; an upstream failure during a refresh serves
+the stale copy too. Each answer says where it came from: ``HIT`` (a fresh cached copy),
+``MISS`` (fetched from the upstream for this call) or ``STALE``. Details are fetched only for
+ids the model list contains, so clients cannot grow the cache with made-up ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import structlog
@@ -20,9 +23,14 @@ import structlog
 from gateway.errors import GatewayError, UnknownModel, UpstreamRelayedError, UpstreamUnavailable
 from gateway.services.payload import ParameterSpec
 from gateway.services.relay import relayed_error
+from gateway.store import Store, StoreError
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
-__all__ = ("Catalog", "ModelEntry")
+__all__ = ("Cached", "Catalog", "ModelEntry", "etag_of")
+
+MODELS_KEY = "models"
+SHARED_WAIT_SECONDS = 5.0
+GENERATION_CHECK_SECONDS = 1.0
 
 _log = structlog.get_logger("gateway.catalog")
 _T = TypeVar("_T")
@@ -38,87 +46,191 @@ class _ModelDetail(msgspec.Struct):
 
 @dataclass(frozen=True, slots=True)
 class ModelEntry:
-    """A model detail as the upstream sent it (``raw``) and its parsed parameter schema."""
+    """A model detail as the upstream sent it (``raw``), its ETag and parsed schema."""
 
     model_id: str
     raw: bytes
+    etag: str
     parameters: tuple[ParameterSpec, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached:
+class Cached(Generic[_T]):
+    value: _T
+    cache: str  # HIT | MISS | STALE
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
     value: Any
-    expires_at: float
+    fetched_at: float
+    generation: int
+
+
+def etag_of(body: bytes) -> str:
+    """A strong ETag for a response body."""
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 class Catalog:
     """Cached access to ``GET /models`` and ``GET /models/{id}``."""
 
-    def __init__(self, upstream: UpstreamClient, *, ttl: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        store: Store,
+        *,
+        ttl: float,
+        clock: Callable[[], float],
+        holder: str,
+    ) -> None:
         self._upstream = upstream
+        self._store = store
         self._ttl = ttl
         self._clock = clock
-        self._cache: dict[str, _Cached] = {}
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._holder = holder
+        self._local: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Future[Cached[Any]]] = {}
+        self._generation = 0
+        self._generation_checked = float("-inf")
 
-    async def model_ids(self) -> tuple[str, ...]:
+    async def model_ids(self) -> Cached[tuple[str, ...]]:
         """All model ids the upstream offers, in its order."""
-        ids: tuple[str, ...] = await self._get("models", self._fetch_ids)
-        return ids
+        return await self._get(MODELS_KEY, self._fetch_ids, _parse_ids)
 
-    async def model(self, model_id: str) -> ModelEntry:
+    async def model(self, model_id: str) -> Cached[ModelEntry]:
         """The model's detail and schema.
 
         Raises:
             UnknownModel: the upstream does not offer this id (ids are case-sensitive).
         """
-        if model_id not in await self.model_ids():
+        if model_id not in (await self.model_ids()).value:
             raise UnknownModel(f"model {model_id} does not exist")
-        entry: ModelEntry = await self._get(
-            f"model:{model_id}", lambda: self._fetch_model(model_id)
+        return await self._get(
+            f"model:{model_id}",
+            lambda: self._fetch_model(model_id),
+            lambda raw: _parse_model(model_id, raw),
         )
-        return entry
 
-    def invalidate(self) -> None:
-        """Forget everything; the next call fetches afresh."""
-        self._cache.clear()
+    async def invalidate(self) -> None:
+        """Forget every copy, here and shared; other replicas follow within a second."""
+        self._local.clear()
+        try:
+            self._generation = await self._store.cache_invalidate()
+        except StoreError as exc:
+            _log.warning("cache_invalidate_failed", error=str(exc))
 
-    async def _get(self, key: str, fetch: Callable[[], Awaitable[Any]]) -> Any:
-        cached = self._cache.get(key)
-        if cached is not None and cached.expires_at > self._clock():
-            return cached.value
+    async def _get(
+        self, key: str, fetch: Callable[[], Awaitable[bytes]], parse: Callable[[bytes], Any]
+    ) -> Cached[Any]:
+        await self._follow_generation()
+        local = self._local.get(key)
+        if local is not None and self._fresh(local.fetched_at):
+            return Cached(local.value, "HIT")
         pending = self._inflight.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._refresh(key, fetch, cached))
+            pending = asyncio.ensure_future(self._refresh(key, fetch, parse, local))
             self._inflight[key] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
+            pending.add_done_callback(lambda done: self._settle(key, done))
+        if local is not None:
+            return Cached(local.value, "STALE")  # stale-while-revalidate
         return await asyncio.shield(pending)
 
+    def _settle(self, key: str, done: asyncio.Future[Cached[Any]]) -> None:
+        self._inflight.pop(key, None)
+        if not done.cancelled() and done.exception() is not None and key in self._local:
+            _log.warning("catalog_refresh_failed", cache_key=key, error=str(done.exception()))
+
     async def _refresh(
-        self, key: str, fetch: Callable[[], Awaitable[Any]], stale: _Cached | None
-    ) -> Any:
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[bytes]],
+        parse: Callable[[bytes], Any],
+        stale: _Entry | None,
+    ) -> Cached[Any]:
+        shared = await self._shared(key)
+        if shared is not None and self._fresh(shared[1]):
+            return Cached(self._adopt(key, parse(shared[0]), shared[1]), "HIT")
+        if not await self._lease(key):
+            waited = await self._wait_for_other_replica(key, parse)
+            if waited is not None:
+                return waited
         try:
-            value = await fetch()
+            raw = await fetch()
         except GatewayError as exc:
-            if stale is None or not (exc.status == 429 or exc.status >= 500):
+            fallback = stale.value if stale is not None else None
+            if fallback is None and shared is not None:
+                fallback = parse(shared[0])
+            if fallback is None or not (exc.status == 429 or exc.status >= 500):
                 raise
-            _log.warning("catalog_refresh_failed", cache_key=key, error=exc.message, served="stale")
-            return stale.value
-        self._cache[key] = _Cached(value, self._clock() + self._ttl)
+            _log.warning("catalog_upstream_failed", cache_key=key, error=exc.message)
+            return Cached(fallback, "STALE")
+        value = self._adopt(key, parse(raw), self._clock())
+        try:
+            await self._store.cache_put(key, raw)
+        except StoreError as exc:
+            _log.warning("catalog_share_failed", cache_key=key, error=str(exc))
+        return Cached(value, "MISS")
+
+    async def _wait_for_other_replica(
+        self, key: str, parse: Callable[[bytes], Any]
+    ) -> Cached[Any] | None:
+        """Another replica holds the refresh lease: use its result when it lands."""
+        waited = 0.0
+        while waited < SHARED_WAIT_SECONDS:
+            await asyncio.sleep(0.05)
+            waited += 0.05
+            shared = await self._shared(key)
+            if shared is not None and self._fresh(shared[1]):
+                return Cached(self._adopt(key, parse(shared[0]), shared[1]), "HIT")
+        return None
+
+    def _adopt(self, key: str, value: Any, fetched_at: float) -> Any:
+        self._local[key] = _Entry(value, fetched_at, self._generation)
         return value
 
-    async def _fetch_ids(self) -> tuple[str, ...]:
+    def _fresh(self, fetched_at: float) -> bool:
+        return self._clock() - fetched_at < self._ttl
+
+    async def _shared(self, key: str) -> tuple[bytes, float] | None:
+        try:
+            return await self._store.cache_get(key)
+        except StoreError:
+            return None
+
+    async def _lease(self, key: str) -> bool:
+        try:
+            return await self._store.acquire_lease(f"catalog:{key}", self._holder, ttl=10.0)
+        except StoreError:
+            return True  # no store to coordinate through: refresh ourselves
+
+    async def _follow_generation(self) -> None:
+        """Drop local copies after an invalidation on any replica (checked once a second)."""
+        now = self._clock()
+        if now - self._generation_checked < GENERATION_CHECK_SECONDS:
+            return
+        self._generation_checked = now
+        try:
+            generation = await self._store.cache_generation()
+        except StoreError:
+            return
+        if generation != self._generation:
+            self._generation = generation
+            self._local.clear()
+
+    async def _fetch_ids(self) -> bytes:
         response = await self._call(self._upstream.list_models())
         if response.status != 200:
             raise relayed_error(response)
-        return tuple(_decode(response.body, _ModelIds, "model list").model_ids)
+        _parse_ids(response.body)  # refuse to cache what cannot be read
+        return response.body
 
-    async def _fetch_model(self, model_id: str) -> ModelEntry:
+    async def _fetch_model(self, model_id: str) -> bytes:
         response = await self._call(self._upstream.get_model(model_id))
         if response.status != 200:
             raise relayed_error(response, not_found=UnknownModel)
-        detail = _decode(response.body, _ModelDetail, "model detail")
-        return ModelEntry(model_id, response.body, tuple(detail.parameters))
+        _parse_model(model_id, response.body)
+        return response.body
 
     @staticmethod
     async def _call(request: Awaitable[UpstreamResponse]) -> UpstreamResponse:
@@ -126,6 +238,15 @@ class Catalog:
             return await request
         except UpstreamError as exc:
             raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
+
+
+def _parse_ids(raw: bytes) -> tuple[str, ...]:
+    return tuple(_decode(raw, _ModelIds, "model list").model_ids)
+
+
+def _parse_model(model_id: str, raw: bytes) -> ModelEntry:
+    detail = _decode(raw, _ModelDetail, "model detail")
+    return ModelEntry(model_id, raw, etag_of(raw), tuple(detail.parameters))
 
 
 def _decode(body: bytes, kind: type[_T], what: str) -> _T:

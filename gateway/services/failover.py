@@ -180,6 +180,18 @@ class StoreFailover(Store):
     async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
         return await self._shared.acquire_lease(name, holder, ttl=ttl)
 
+    async def cache_get(self, name: str) -> tuple[bytes, float] | None:
+        return await self._shared.cache_get(name)
+
+    async def cache_put(self, name: str, value: bytes) -> None:
+        await self._shared.cache_put(name, value)
+
+    async def cache_invalidate(self) -> int:
+        return await self._shared.cache_invalidate()
+
+    async def cache_generation(self) -> int:
+        return await self._shared.cache_generation()
+
     async def ping(self) -> None:
         await self._shared.ping()
 

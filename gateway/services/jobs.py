@@ -110,7 +110,7 @@ class Jobs:
         tenant = principal.tenant
         if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
-        entry = await self._catalog.model(submission.model)
+        entry = (await self._catalog.model(submission.model)).value
         validate_payload(submission.payload, entry.parameters)
         fingerprint = ""
         if idempotency_key is not None:

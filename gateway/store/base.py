@@ -284,6 +284,22 @@ class Store(abc.ABC):
         while another holder's lease is unexpired."""
 
     @abc.abstractmethod
+    async def cache_get(self, name: str) -> tuple[bytes, float] | None:
+        """A shared cache entry (value, and when it was stored by the store's clock), if any."""
+
+    @abc.abstractmethod
+    async def cache_put(self, name: str, value: bytes) -> None:
+        """Store a shared cache entry, stamped with the store's clock."""
+
+    @abc.abstractmethod
+    async def cache_invalidate(self) -> int:
+        """Drop every shared cache entry and return the new cache generation."""
+
+    @abc.abstractmethod
+    async def cache_generation(self) -> int:
+        """A number that changes on every ``cache_invalidate``, so replicas drop their copies."""
+
+    @abc.abstractmethod
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the backend can serve requests now."""
 

@@ -57,6 +57,8 @@ class MemoryStore(Store):
         self._claims: dict[tuple[str, str], _Claim] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._refresh_claims: dict[tuple[str, str], float] = {}
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._cache_generation = 0
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -246,6 +248,20 @@ class MemoryStore(Store):
             return False
         self._leases[name] = (holder, now + ttl)
         return True
+
+    async def cache_get(self, name: str) -> tuple[bytes, float] | None:
+        return self._cache.get(name)
+
+    async def cache_put(self, name: str, value: bytes) -> None:
+        self._cache[name] = (value, self._clock())
+
+    async def cache_invalidate(self) -> int:
+        self._cache.clear()
+        self._cache_generation += 1
+        return self._cache_generation
+
+    async def cache_generation(self) -> int:
+        return self._cache_generation
 
     async def ping(self) -> None:
         return None

@@ -64,6 +64,8 @@ class RedisStore(Store):
         self._lease = _script(client, "lease")
         self._claim = _script(client, "claim")
         self._to_check = f"{prefix}:reconcile"  # spans tenants; never used inside a script
+        self._catalog = f"{prefix}:catalog"  # the upstream's catalog is the same for everyone
+        self._generation = f"{prefix}:catalog:generation"
 
     @classmethod
     def from_url(
@@ -314,6 +316,29 @@ class RedisStore(Store):
             self._key(tenant, "budget", day),
             self._key(tenant, "budget", month),
         ]
+
+    async def cache_get(self, name: str) -> tuple[bytes, float] | None:
+        fields: list[Any] = await self._call(
+            self._redis.hmget(self._catalog, f"v:{name}", f"t:{name}")
+        )
+        value, stored = fields
+        if value is None or stored is None:
+            return None
+        return bytes(value), float(stored)
+
+    async def cache_put(self, name: str, value: bytes) -> None:
+        mapping: dict[str, Arg] = {f"v:{name}": value, f"t:{name}": self._clock()}
+        await self._call(self._redis.hset(self._catalog, mapping=mapping))  # type: ignore[arg-type]
+
+    async def cache_invalidate(self) -> int:
+        pipe = self._redis.pipeline(transaction=True)
+        _ = pipe.delete(self._catalog)
+        _ = pipe.incr(self._generation)
+        _, generation = await self._call(pipe.execute())
+        return int(generation)
+
+    async def cache_generation(self) -> int:
+        return int(await self._call(self._redis.get(self._generation)) or 0)
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())

@@ -1,0 +1,113 @@
+"""DESIGN §5 model-listing cache through real sockets: two replicas, one redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import UPSTREAM_KEY, Keys, SimControl, client_for
+from tests.support.processes import MIRROR, ServerProcess, start_gateway
+from tests.support.redis_server import RedisServer, find_redis_server
+
+pytestmark = pytest.mark.redis
+
+TTL = 3.0
+
+
+@pytest.fixture
+def pair(
+    sim: ServerProcess, tenants_file: Path, tmp_path: Path
+) -> Iterator[tuple[list[ServerProcess], RedisServer]]:
+    redis = RedisServer(find_redis_server()).start()
+    env = {"GATEWAY_REDIS_URL": redis.url, "GATEWAY_CATALOG_TTL": str(TTL)}
+    servers = [
+        start_gateway(tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+                      name=f"cache{n}", extra_env=env)
+        for n in range(2)
+    ]  # fmt: skip
+    yield servers, redis
+    for server in servers:
+        server.stop()
+    redis.stop()
+
+
+def test_cold_cache_costs_one_upstream_call_for_200_requests(
+    pair: tuple[list[ServerProcess], RedisServer], sim_control: SimControl, keys: Keys
+) -> None:
+    servers, _ = pair
+    before = sim_control.calls()["GET /models"]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {keys.studio}"}) as http:
+            return await asyncio.gather(
+                *(http.get(f"{servers[i % 2].url}{MIRROR}/models") for i in range(200))
+            )
+
+    answers = asyncio.run(burst())
+    assert all(a.status_code == 200 for a in answers)
+    assert len({a.content for a in answers}) == 1
+    assert sim_control.calls()["GET /models"] - before <= 2
+    assert {a.headers["x-cache"] for a in answers} <= {"MISS", "HIT"}
+
+
+def test_warm_cache_survives_an_upstream_outage_as_stale(
+    pair: tuple[list[ServerProcess], RedisServer], sim_control: SimControl, keys: Keys
+) -> None:
+    servers, _ = pair
+    with client_for(servers[0], keys.studio) as studio:
+        warm = studio.get("/models")
+        assert warm.status_code == 200
+        sim_control.fault("GET /models", status=503, rate=1.0)
+        time.sleep(TTL + 0.1)
+        stale = studio.get("/models")
+        assert stale.status_code == 200
+        assert stale.headers["x-cache"] == "STALE"
+        assert stale.content == warm.content
+        sim_control.clear_faults()
+
+
+def test_etag_and_if_none_match(pair: tuple[list[ServerProcess], RedisServer], keys: Keys) -> None:
+    servers, _ = pair
+    with (
+        client_for(servers[0], keys.studio) as studio,
+        client_for(servers[1], keys.narrow) as narrow,
+    ):
+        first = studio.get("/models")
+        etag = first.headers["etag"]
+        again = studio.get("/models", headers={"If-None-Match": etag})
+        assert again.status_code == 304
+        assert again.content == b""
+        assert again.headers["etag"] == etag
+        assert studio.get("/models", headers={"If-None-Match": '"other"'}).status_code == 200
+        filtered = narrow.get("/models")  # one shared entry, filtered per tenant after the cache
+        assert filtered.json() == {"model_ids": ["Kling-Text2Video-V2-Master"]}
+        assert filtered.headers["etag"] != etag
+        detail = studio.get("/models/Veo3")
+        assert (
+            studio.get(
+                "/models/Veo3", headers={"If-None-Match": detail.headers["etag"]}
+            ).status_code
+            == 304
+        )
+
+
+def test_admin_invalidation_reaches_every_replica(
+    pair: tuple[list[ServerProcess], RedisServer], sim_control: SimControl, keys: Keys
+) -> None:
+    servers, _ = pair
+    with client_for(servers[0], keys.studio) as one, client_for(servers[1], keys.studio) as two:
+        one.get("/models")
+        two.get("/models")
+        before = sim_control.calls()["GET /models"]
+        admin = {"Authorization": f"Bearer {keys.admin}"}
+        invalidated = httpx.post(servers[0].url + "/admin/cache/invalidate", headers=admin)
+        assert invalidated.json() == {"invalidated": True}
+        time.sleep(1.2)  # replicas check the cache generation once a second; TTL is 3 s
+        assert one.get("/models").headers["x-cache"] == "MISS"
+        assert two.get("/models").status_code == 200
+        assert 1 <= sim_control.calls()["GET /models"] - before <= 2
