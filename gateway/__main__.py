@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gmi-gateway serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
+    if args.workers > 1:
+        _prepare_multiprocess_metrics()
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -104,6 +107,20 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )
     return 0
+
+
+def _prepare_multiprocess_metrics() -> None:
+    """Workers write metrics to files in one directory so a scrape of any worker sums them all.
+
+    Uses ``PROMETHEUS_MULTIPROC_DIR`` when set (the chart mounts an emptyDir there), emptied of
+    a previous run's files; otherwise a fresh temporary directory.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gmigw-metrics-")
 
 
 def _demo(args: argparse.Namespace) -> int:

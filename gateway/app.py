@@ -30,7 +30,7 @@ from gateway.log import RequestContextMiddleware, configure_logging, request_id_
 from gateway.routes.admin import admin_router
 from gateway.routes.deps import Services
 from gateway.routes.mirror import mirror_router
-from gateway.routes.ops import healthz, readyz
+from gateway.routes.ops import healthz, metrics_endpoint, readyz
 from gateway.routes.usage import usage_router
 from gateway.services.catalog import Catalog
 from gateway.services.failover import StoreFailover
@@ -136,7 +136,14 @@ def create_app(
             yield
 
     app = Litestar(
-        route_handlers=[mirror_router, usage_router, admin_router, healthz, readyz],
+        route_handlers=[
+            mirror_router,
+            usage_router,
+            admin_router,
+            healthz,
+            readyz,
+            metrics_endpoint,
+        ],
         lifespan=[lifespan],
         exception_handlers={
             GatewayError: _gateway_error,

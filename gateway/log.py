@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 import structlog
 
+from gateway import metrics
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -31,6 +33,7 @@ __all__ = ("REQUEST_ID_HEADER", "RequestContextMiddleware", "configure_logging",
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REDACTED = "[REDACTED]"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _SENSITIVE_FIELDS = frozenset({"authorization", "api_key", "key", "password", "token"})
 
 
@@ -157,13 +160,20 @@ class RequestContextMiddleware:
         try:
             await self._app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "<unmatched>"
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            tenant = state.get("tenant")
+            labels = (route, method, metrics.status_class(status), tenant or metrics.UNKNOWN)
+            metrics.HTTP_REQUESTS.labels(*labels).inc()
+            metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(elapsed)
             self._log.info(
                 "request",
-                method=scope["method"],
-                route=scope.get("path_template") or "<unmatched>",
+                method=method,
+                route=route,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                tenant=state.get("tenant"),
+                duration_ms=round(elapsed * 1000, 3),
+                tenant=tenant,
                 key_id=state.get("key_id"),
             )
 

@@ -7,16 +7,24 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
+from gateway import metrics
 from gateway.routes.deps import documented, services
 from gateway.schemas import ErrorBody, HealthBody, ReadyBody
 from gateway.store import StoreError
 
-__all__ = ("HEALTH_PATH", "READY_PATH", "healthz", "readyz")
+__all__ = ("HEALTH_PATH", "METRICS_PATH", "READY_PATH", "healthz", "metrics_endpoint", "readyz")
 
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 READY_PATH = "/readyz"
 
 AnyRequest = Request[Any, Any, Any]
+
+
+@get(METRICS_PATH, tags=["operations"], include_in_schema=False)
+async def metrics_endpoint() -> Response[bytes]:
+    """Prometheus text exposition (every worker's metrics when several run)."""
+    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 @get(HEALTH_PATH, tags=["operations"])

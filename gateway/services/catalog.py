@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 import structlog
 
+from gateway import metrics
 from gateway.errors import GatewayError, UnknownModel, UpstreamRelayedError, UpstreamUnavailable
 from gateway.services.payload import ParameterSpec
 from gateway.services.relay import relayed_error
@@ -96,7 +97,9 @@ class Catalog:
 
     async def model_ids(self) -> Cached[tuple[str, ...]]:
         """All model ids the upstream offers, in its order."""
-        return await self._get(MODELS_KEY, self._fetch_ids, _parse_ids)
+        found: Cached[tuple[str, ...]] = await self._get(MODELS_KEY, self._fetch_ids, _parse_ids)
+        metrics.CACHE_LOOKUPS.labels("models", found.cache.lower()).inc()
+        return found
 
     async def model(self, model_id: str) -> Cached[ModelEntry]:
         """The model's detail and schema.
@@ -106,11 +109,13 @@ class Catalog:
         """
         if model_id not in (await self.model_ids()).value:
             raise UnknownModel(f"model {model_id} does not exist")
-        return await self._get(
+        found: Cached[ModelEntry] = await self._get(
             f"model:{model_id}",
             lambda: self._fetch_model(model_id),
             lambda raw: _parse_model(model_id, raw),
         )
+        metrics.CACHE_LOOKUPS.labels("model_detail", found.cache.lower()).inc()
+        return found
 
     async def invalidate(self) -> None:
         """Forget every copy, here and shared; other replicas follow within a second."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from gateway import metrics
 from gateway.store import JobPage, Store, StoredJob, StoreError
 from gateway.store.base import (
     Charge,
@@ -56,6 +57,7 @@ class StoreFailover(Store):
         if self._local is None:
             raise exc
         self.unchecked += 1
+        metrics.UNCHECKED_REQUESTS.labels(operation).inc()
         _log.warning("unchecked_request", operation=operation, error=str(exc))
         return self._local
 

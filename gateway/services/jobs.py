@@ -18,6 +18,7 @@ from typing import TypeVar
 import msgspec
 import structlog
 
+from gateway import metrics
 from gateway.errors import (
     GatewayError,
     IdempotencyConflict,
@@ -145,6 +146,7 @@ class Jobs:
         try:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
+            metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
             _log.warning(
                 "ambiguous_submit",
                 tenant=tenant.id,
@@ -183,6 +185,9 @@ class Jobs:
                 f"the upstream accepted job {request_id} but the gateway could not record it; "
                 "contact the gateway operator with this request id"
             ) from None
+        metrics.JOBS_SUBMITTED.labels(tenant.id, model).inc()
+        metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
+        metrics.JOBS_IN_FLIGHT.labels(tenant.id).inc()
         return Submitted(200, response.body, decision)
 
     async def get(self, principal: Principal, request_id: str) -> bytes:
@@ -198,15 +203,19 @@ class Jobs:
         if job is None:
             raise NotFound("request not found")
         if job_status(job.record) in TERMINAL_STATUSES:
+            metrics.CACHE_LOOKUPS.labels("status", "hit").inc()
             return job.record
         pending = self._inflight.get((tenant, request_id))
         if pending is not None:
+            metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
             return await asyncio.shield(pending)
         claimed = await self._call_store(
             self._store.claim_refresh(tenant, request_id, ttl=self._status_ttl)
         )
         if not claimed:
+            metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
             return job.record
+        metrics.CACHE_LOOKUPS.labels("status", "miss").inc()
         future = asyncio.ensure_future(self.refresh(job))
         self._inflight[tenant, request_id] = future
         future.add_done_callback(lambda _: self._inflight.pop((tenant, request_id), None))

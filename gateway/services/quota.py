@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from gateway import metrics
 from gateway.errors import QuotaExceeded, StoreUnavailable
 from gateway.services.tenants import Tenant
 from gateway.store import Store, StoreError
@@ -140,7 +141,7 @@ class Quotas:
             )
         )
         if not decision.allowed:
-            raise _rejection(decision)
+            raise _rejection(tenant.id, decision)
         return decision
 
     async def take_read(self, tenant: Tenant) -> Decision | None:
@@ -150,7 +151,7 @@ class Quotas:
             return None
         decision = await _unavailable_on_error(self._store.take_read(tenant.id, limit))
         if not decision.allowed:
-            raise _rejection(decision)
+            raise _rejection(tenant.id, decision)
         return decision
 
     async def release(self, tenant_id: str, charge: Charge) -> None:
@@ -166,6 +167,9 @@ class Quotas:
         refund = status in _REFUNDED_STATUSES
         settled = await self._store.settle(tenant_id, request_id, refund=refund)
         if settled is not None:
+            metrics.JOBS_FINISHED.labels(tenant_id, status).inc()
+            metrics.VIDEO_SECONDS_REFUNDED.labels(tenant_id).inc(settled.refunded)
+            metrics.JOBS_IN_FLIGHT.labels(tenant_id).dec()
             _log.info(
                 "job_settled",
                 tenant=tenant_id,
@@ -221,8 +225,9 @@ def _usage_entry(state: LimitState | None, now: float) -> dict[str, Any] | None:
     }
 
 
-def _rejection(decision: Decision) -> QuotaExceeded:
+def _rejection(tenant_id: str, decision: Decision) -> QuotaExceeded:
     name = decision.violated or SUBMITS_PER_MINUTE
+    metrics.QUOTA_REJECTIONS.labels(tenant_id, name).inc()
     state = next((s for s in decision.limits if s.name == name), None)
     limit = f" of {state.limit}" if state is not None else ""
     wait = decision.retry_after

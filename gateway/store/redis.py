@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from gateway import metrics
 from gateway.store.base import (
     READS_PER_MINUTE,
     Charge,
@@ -361,6 +362,7 @@ class RedisStore(Store):
         try:
             return await operation
         except (RedisError, OSError) as exc:
+            metrics.STORE_ERRORS.labels(type(exc).__name__).inc()
             raise StoreError(
                 f"redis {type(exc).__name__}: {_without_credentials(str(exc))}"
             ) from None

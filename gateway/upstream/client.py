@@ -17,7 +17,8 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.upstream.errors import UpstreamAmbiguous, UpstreamUnavailable
+from gateway import metrics
+from gateway.upstream.errors import UpstreamAmbiguous, UpstreamError, UpstreamUnavailable
 from gateway.upstream.retry import RETRYABLE_STATUSES, RetryBudget, backoff_delay
 
 __all__ = ("UpstreamClient", "UpstreamResponse")
@@ -27,6 +28,7 @@ try:
 except PackageNotFoundError:
     _VERSION = "0.0.0"
 
+_SUBMIT = "POST /requests"
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
@@ -92,16 +94,16 @@ class UpstreamClient:
         return f"UpstreamClient(base_url={str(self._http.base_url)!r})"
 
     async def list_models(self) -> UpstreamResponse:
-        return await self._get("/models")
+        return await self._get("GET /models", "/models")
 
     async def get_model(self, model_id: str) -> UpstreamResponse:
-        return await self._get(f"/models/{_segment(model_id)}")
+        return await self._get("GET /models/{model_id}", f"/models/{_segment(model_id)}")
 
     async def get_request(self, request_id: str) -> UpstreamResponse:
-        return await self._get(f"/requests/{_segment(request_id)}")
+        return await self._get("GET /requests/{request_id}", f"/requests/{_segment(request_id)}")
 
     async def list_requests(self, params: Mapping[str, str]) -> UpstreamResponse:
-        return await self._get("/requests", params)
+        return await self._get("GET /requests", "/requests", params)
 
     async def submit(self, body: bytes) -> UpstreamResponse:
         """``POST /requests`` once.
@@ -115,21 +117,30 @@ class UpstreamClient:
             response = await self._http.post(
                 "/requests", content=body, headers={"Content-Type": "application/json"}
             )
-        except _NOT_SENT as exc:
-            raise UpstreamUnavailable(_describe("POST /requests", exc)) from None
-        except httpx.TimeoutException as exc:
-            raise UpstreamAmbiguous(
+        except httpx.HTTPError as exc:
+            _observe(_SUBMIT, type(exc).__name__, self._clock() - started)
+            raise self._submit_error(exc) from None
+        result = _response(response, self._clock() - started)
+        _observe(_SUBMIT, str(result.status), result.elapsed)
+        return result
+
+    def _submit_error(self, exc: httpx.HTTPError) -> UpstreamError:
+        """Sort a failed submit: provably never sent, or possibly sent (ambiguous)."""
+        if isinstance(exc, _NOT_SENT):
+            return UpstreamUnavailable(_describe("POST /requests", exc))
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamAmbiguous(
                 f"upstream did not answer POST /requests within {self._read_timeout}s "
                 f"({type(exc).__name__})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamAmbiguous(_describe("POST /requests", exc)) from None
-        return _response(response, self._clock() - started)
+            )
+        return UpstreamAmbiguous(_describe("POST /requests", exc))
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _get(self, path: str, params: Mapping[str, str] | None = None) -> UpstreamResponse:
+    async def _get(
+        self, endpoint: str, path: str, params: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         self._budget.deposit()
         attempt = 0
         while True:
@@ -139,10 +150,12 @@ class UpstreamClient:
             try:
                 response = await self._http.get(path, params=params)
             except httpx.HTTPError as exc:
+                _observe(endpoint, type(exc).__name__, self._clock() - started)
                 if attempt >= self._get_attempts or not self._budget.try_withdraw():
-                    raise UpstreamUnavailable(_describe(f"GET {path}", exc)) from None
+                    raise UpstreamUnavailable(_describe(endpoint, exc)) from None
             else:
                 result = _response(response, self._clock() - started)
+                _observe(endpoint, str(result.status), result.elapsed)
                 if result.status not in RETRYABLE_STATUSES or attempt >= self._get_attempts:
                     return result
                 if not self._budget.try_withdraw():
@@ -156,6 +169,11 @@ class UpstreamClient:
                     retry_after=retry_after,
                 )
             )
+
+
+def _observe(endpoint: str, status: str, elapsed: float) -> None:
+    metrics.UPSTREAM_REQUESTS.labels(endpoint, status).inc()
+    metrics.UPSTREAM_REQUEST_DURATION.labels(endpoint).observe(elapsed)
 
 
 def _segment(value: str) -> str:

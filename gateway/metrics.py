@@ -1,0 +1,128 @@
+"""Every Prometheus metric of the gateway, in base units, with bounded label values.
+
+Label values come only from bounded sets: route templates (never raw paths), HTTP methods,
+status classes, configured tenant ids (``unknown`` before authentication), model ids the
+upstream catalog offers, and fixed enums. With several worker processes
+(``PROMETHEUS_MULTIPROC_DIR`` set, as ``serve --workers N`` does) one scrape sums them all.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.registry import REGISTRY
+
+__all__ = (
+    "AUDIT_EVENTS_DROPPED",
+    "CACHE_LOOKUPS",
+    "CONTENT_TYPE_LATEST",
+    "HTTP_REQUESTS",
+    "HTTP_REQUEST_DURATION",
+    "JOBS_FINISHED",
+    "JOBS_IN_FLIGHT",
+    "JOBS_SUBMITTED",
+    "QUOTA_REJECTIONS",
+    "STORE_ERRORS",
+    "UNCHECKED_REQUESTS",
+    "UPSTREAM_REQUESTS",
+    "UPSTREAM_REQUEST_DURATION",
+    "VIDEO_SECONDS_CHARGED",
+    "VIDEO_SECONDS_REFUNDED",
+    "exposition",
+    "status_class",
+)
+
+UNKNOWN = "unknown"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+HTTP_REQUESTS = Counter(
+    "gmigw_http_requests_total",
+    "HTTP requests answered, by route template, method, status class and tenant.",
+    ["route", "method", "status_class", "tenant"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "gmigw_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template, method, status class and tenant.",
+    ["route", "method", "status_class", "tenant"],
+    buckets=_LATENCY_BUCKETS,
+)
+UPSTREAM_REQUESTS = Counter(
+    "gmigw_upstream_requests_total",
+    "Calls to the upstream request-queue API by endpoint and HTTP status (or error kind).",
+    ["endpoint", "status"],
+)
+UPSTREAM_REQUEST_DURATION = Histogram(
+    "gmigw_upstream_request_duration_seconds",
+    "Latency of upstream calls by endpoint.",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS,
+)
+QUOTA_REJECTIONS = Counter(
+    "gmigw_quota_rejections_total",
+    "Requests refused by a tenant limit, by tenant and limit.",
+    ["tenant", "limit"],
+)
+CACHE_LOOKUPS = Counter(
+    "gmigw_cache_lookups_total",
+    "Cache lookups by cache and result (hit, miss, stale).",
+    ["cache", "result"],
+)
+JOBS_SUBMITTED = Counter(
+    "gmigw_jobs_submitted_total",
+    "Jobs the upstream accepted, by tenant and model.",
+    ["tenant", "model"],
+)
+JOBS_FINISHED = Counter(
+    "gmigw_jobs_finished_total",
+    "Jobs settled, by tenant and final status (success, failed, cancelled, expired).",
+    ["tenant", "status"],
+)
+VIDEO_SECONDS_CHARGED = Counter(
+    "gmigw_video_seconds_charged_total",
+    "Seconds of video reserved at submit, by tenant.",
+    ["tenant"],
+)
+VIDEO_SECONDS_REFUNDED = Counter(
+    "gmigw_video_seconds_refunded_total",
+    "Seconds of video given back for failed, cancelled or expired jobs, by tenant.",
+    ["tenant"],
+)
+JOBS_IN_FLIGHT = Gauge(
+    "gmigw_jobs_in_flight",
+    "Jobs recorded and not yet settled, as counted by the replicas (sum over processes).",
+    ["tenant"],
+    multiprocess_mode="livesum",
+)
+AUDIT_EVENTS_DROPPED = Counter(
+    "gmigw_audit_events_dropped_total", "Audit events lost because the buffer was full."
+)
+STORE_ERRORS = Counter(
+    "gmigw_store_errors_total", "Failed calls to the shared store, by error kind.", ["kind"]
+)
+UNCHECKED_REQUESTS = Counter(
+    "gmigw_unchecked_requests_total",
+    "Store operations answered from the per-replica fallback in open failure mode.",
+    ["operation"],
+)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+def exposition() -> bytes:
+    """The scrape body: this process's metrics, or every worker's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

@@ -1,0 +1,99 @@
+"""DESIGN §7: /metrics is valid Prometheus text, moves as requests expect, and sums workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import UPSTREAM_KEY, Keys, client_for
+from tests.support.processes import ServerProcess, start_gateway
+from tests.support.promtool import promtool_check
+
+MODEL = "Kling-Text2Video-V2-Master"
+MIRROR_ROUTE = "/api/v1/ie/requestqueue/apikey"
+
+
+def samples(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(server.url + "/metrics").text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(
+    scrape: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in scrape.items() if n == name and wanted <= ls)
+
+
+def test_scrape_passes_promtool(gateway: ServerProcess, keys: Keys) -> None:
+    with client_for(gateway, keys.studio) as studio:
+        studio.get("/models")
+    body = httpx.get(gateway.url + "/metrics")
+    assert body.headers["content-type"].startswith("text/plain")
+    assert b"gmigw_http_requests_total" in body.content
+    assert promtool_check(body.content) == ""
+
+
+def test_counters_move_as_the_requests_say(gateway: ServerProcess, keys: Keys) -> None:
+    before = samples(gateway)
+    with client_for(gateway, keys.studio) as studio, client_for(gateway, "nope") as stranger:
+        ok = studio.post("/requests", json={"model": MODEL, "payload": {"prompt": "a cat"}})
+        assert ok.status_code == 200
+        assert studio.post("/requests", json={"model": MODEL, "payload": {}}).status_code == 400
+        assert stranger.get("/models").status_code == 401
+        studio.get("/models")
+    after = samples(gateway)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "gmigw_http_requests_total"
+    submit_route = MIRROR_ROUTE + "/requests"
+    assert delta(requests, route=submit_route, status_class="2xx", tenant="studio") == 1
+    assert delta(requests, route=submit_route, status_class="4xx", tenant="studio") == 1
+    assert (
+        delta(requests, route=MIRROR_ROUTE + "/models", status_class="4xx", tenant="unknown") == 1
+    )
+    assert delta("gmigw_jobs_submitted_total", tenant="studio", model=MODEL) == 1
+    assert delta("gmigw_video_seconds_charged_total", tenant="studio") == 5
+    assert delta("gmigw_upstream_requests_total", endpoint="POST /requests", status="200") == 1
+    assert delta("gmigw_cache_lookups_total", cache="models") >= 1
+    assert delta("gmigw_http_request_duration_seconds_count", route=submit_route) == 2
+    assert value(after, "gmigw_audit_events_dropped_total") == 0
+    for name, labels in after:
+        if name.startswith("gmigw_") and dict(labels).get("tenant"):
+            assert dict(labels)["tenant"] in {"studio", "rival", "narrow", "unknown"}
+
+
+@pytest.fixture
+def two_workers(sim: ServerProcess, tenants_file: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    server = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+        name="workers", workers=2,
+    )  # fmt: skip
+    yield server
+    server.stop()
+
+
+def test_one_scrape_sums_every_worker(two_workers: ServerProcess) -> None:
+    for _ in range(20):
+        with httpx.Client() as fresh:  # a new connection each time, so both workers answer
+            assert fresh.get(two_workers.url + "/healthz").status_code == 200
+    for _ in range(5):
+        with httpx.Client() as fresh:
+            text = fresh.get(two_workers.url + "/metrics").content
+        scrape = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text.decode())
+            for s in f.samples
+        }
+        assert value(scrape, "gmigw_http_requests_total", route="/healthz") == 21  # + the probe
+    assert promtool_check(text) == ""
