@@ -25,13 +25,24 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from gateway.audit import AuditLog, log_sink
+from gateway.audit import stop as stop_audit
 from gateway.errors import GatewayError
 from gateway.log import RequestContextMiddleware, configure_logging, request_id_of
 from gateway.routes.admin import admin_router
+from gateway.routes.audit import audit_router
 from gateway.routes.deps import Services
 from gateway.routes.mirror import mirror_router
-from gateway.routes.ops import healthz, metrics_endpoint, readyz
+from gateway.routes.ops import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    READY_PATH,
+    healthz,
+    metrics_endpoint,
+    readyz,
+)
 from gateway.routes.usage import usage_router
+from gateway.services.audit_trail import AuditTrail
 from gateway.services.catalog import Catalog
 from gateway.services.failover import StoreFailover
 from gateway.services.jobs import Jobs
@@ -99,11 +110,19 @@ def create_app(
             catalog = Catalog(
                 client, backend, ttl=settings.catalog_ttl_seconds, clock=clock, holder=holder
             )
+            trail = AuditTrail(backend)
+            audit_log = AuditLog([log_sink, trail.write])
+            app.state.audit = audit_log
+            drain = asyncio.create_task(audit_log.run())
+            stack.push_async_callback(
+                stop_audit, drain, audit_log
+            )  # flushed before the store closes
             quotas = Quotas(
                 backend,
                 clock=clock,
                 ambiguous_hold_seconds=settings.ambiguous_hold_seconds,
                 job_deadline_seconds=settings.job_deadline_seconds,
+                audit=audit_log,
             )
             jobs = Jobs(backend, client, catalog, quotas, status_ttl=settings.status_ttl_seconds)
             app.state.services = Services(
@@ -111,6 +130,7 @@ def create_app(
                 jobs=jobs,
                 catalog=catalog,
                 quotas=quotas,
+                audit=trail,
                 store=backend,
                 store_failure_mode=settings.store_failure_mode,
                 now=lambda: datetime.fromtimestamp(clock(), UTC),
@@ -139,6 +159,7 @@ def create_app(
         route_handlers=[
             mirror_router,
             usage_router,
+            audit_router,
             admin_router,
             healthz,
             readyz,
@@ -162,7 +183,11 @@ def create_app(
     )
     # Outermost layer, around Litestar's own exception handling: unknown routes and 405s get a
     # request id too, and error bodies can quote it.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)  # type: ignore[arg-type,assignment]
+    app.asgi_handler = RequestContextMiddleware(  # type: ignore[assignment]
+        app.asgi_handler,  # type: ignore[arg-type]
+        trusted_proxies=settings.trusted_proxies,
+        unaudited=frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH}),
+    )
     return app
 
 
@@ -203,6 +228,7 @@ def _store(settings: Settings, clock: Callable[[], float]) -> Store:
 def _error_response(
     request: AnyRequest, status: int, code: str, message: str, headers: dict[str, str] | None
 ) -> Response[bytes]:
+    request.scope["state"]["error_code"] = code  # the audit event's outcome
     body = {"error": message, "code": code, "request_id": request_id_of(request.scope)}  # type: ignore[arg-type]
     return Response(
         msgspec.json.encode(body),

@@ -9,19 +9,22 @@ every log line, whatever path it took to get there.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import structlog
 
-from gateway import metrics
+from gateway import audit, metrics
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -129,9 +132,17 @@ class RequestContextMiddleware:
     to whatever response goes out, error or not.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        trusted_proxies: Sequence[IPNetwork] = (),
+        unaudited: frozenset[str] = frozenset(),
+    ) -> None:
         self._app = app
         self._log = structlog.get_logger("gateway.request")
+        self._trusted = tuple(trusted_proxies)
+        self._unaudited = unaudited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,6 +153,7 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        note = audit.begin_note()
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
         status = 500
         started = time.perf_counter()
@@ -176,6 +188,80 @@ class RequestContextMiddleware:
                 tenant=tenant,
                 key_id=state.get("key_id"),
             )
+            sink = getattr(getattr(scope.get("app"), "state", None), "audit", None)
+            if sink is not None and scope["path"] not in self._unaudited:
+                sink.emit(
+                    self._event(
+                        scope,
+                        state,
+                        note,
+                        method=method,
+                        route=route,
+                        status=status,
+                        elapsed=elapsed,
+                    )
+                )
+
+    def _event(
+        self,
+        scope: Scope,
+        state: dict[str, Any],
+        note: audit.AuditNote,
+        *,
+        method: str,
+        route: str,
+        status: int,
+        elapsed: float,
+    ) -> audit.AuditEvent:
+        code = state.get("error_code")
+        outcome = note.outcome or ("ok" if code is None else code)
+        if code == "upstream_timeout":
+            outcome = "ambiguous_submit"
+        return audit.AuditEvent(
+            time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            kind="request",
+            outcome=outcome,
+            tenant=state.get("tenant"),
+            key_id=state.get("key_id"),
+            request_id=state.get("request_id"),
+            client_ip=client_address(scope, self._trusted),
+            method=method,
+            route=route,
+            status=status,
+            latency_ms=round(elapsed * 1000, 3),
+            model=note.model,
+            upstream_request_id=note.upstream_request_id,
+            upstream_status=note.upstream_status,
+            upstream_latency_ms=note.upstream_latency_ms,
+            video_seconds_charged=note.video_seconds_charged,
+            prompt_sha256=note.prompt_sha256,
+            prompt_length=note.prompt_length,
+            prompt=note.prompt,
+        )
+
+
+def client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> str | None:
+    """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+    ``X-Forwarded-For`` hop that is not itself a trusted proxy (never a spoofable leftmost)."""
+    peer = scope.get("client")
+    address: str | None = peer[0] if peer else None
+    if address is None or not trusted or not _is_trusted(address, trusted):
+        return address
+    forwarded = ",".join(
+        value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
+    )
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _is_trusted(hop, trusted):
+            return hop
+    return address
+
+
+def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

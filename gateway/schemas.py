@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 __all__ = (
+    "AuditPage",
     "ErrorBody",
     "HealthBody",
     "LimitUsage",
@@ -79,6 +80,14 @@ class ReadyBody(msgspec.Struct):
 class ReloadBody(msgspec.Struct):
     changed: bool
     tenants: int
+
+
+class AuditPage(msgspec.Struct):
+    """A page of audit events (see ``gateway.audit.AuditEvent`` for the fields), newest first;
+    ``next_cursor`` is ``null`` on the last page."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str | None
 
 
 class LimitUsage(msgspec.Struct):

@@ -9,8 +9,9 @@ from litestar import Request, Router, get, post
 from litestar.params import FromPath
 
 from gateway.errors import InvalidTenantsFile, NotFound
+from gateway.routes.audit import filter_params, page_params
 from gateway.routes.deps import admin_principal, documented, services
-from gateway.schemas import ErrorBody, ReloadBody
+from gateway.schemas import AuditPage, ErrorBody, ReloadBody
 from gateway.services.tenants import Tenant
 
 __all__ = ("admin_router",)
@@ -56,6 +57,20 @@ async def tenant_usage(request: AnyRequest, tenant_id: FromPath[str]) -> dict[st
     return await found.quotas.usage(tenant)
 
 
+@get("/audit", responses={200: documented(AuditPage), 400: documented(ErrorBody, "Bad query")})
+async def all_audit(request: AnyRequest) -> dict[str, Any]:
+    """Audit events of every tenant (or ``tenant``), newest first, with filters ``since``,
+    ``until``, ``route``, ``status`` and ``outcome``."""
+    admin_principal(request)
+    limit, cursor = page_params(request)
+    return await services(request).audit.query(
+        request.query_params.get("tenant") or None,
+        limit=limit,
+        cursor=cursor,
+        only=filter_params(request),
+    )
+
+
 @post("/cache/invalidate", status_code=200)
 async def invalidate_cache(request: AnyRequest) -> dict[str, bool]:
     """Drop the cached model list and details on every replica (others follow within 1 s)."""
@@ -78,6 +93,6 @@ def _describe(tenant: Tenant) -> dict[str, Any]:
 
 admin_router = Router(
     path="/admin",
-    route_handlers=[reload_tenants, list_tenants, tenant_usage, invalidate_cache],
+    route_handlers=[reload_tenants, list_tenants, tenant_usage, all_audit, invalidate_cache],
     tags=["admin"],
 )

@@ -15,6 +15,7 @@ from litestar import Request
 from litestar.openapi import ResponseSpec
 
 from gateway.errors import Forbidden, Unauthorized
+from gateway.services.audit_trail import AuditTrail
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
 from gateway.services.quota import Quotas, ratelimit_headers
@@ -44,6 +45,7 @@ class Services:
     jobs: Jobs
     catalog: Catalog
     quotas: Quotas
+    audit: AuditTrail
     store: Store
     store_failure_mode: str
     now: Callable[[], datetime]

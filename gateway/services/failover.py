@@ -12,6 +12,7 @@ wrong answer would leak another tenant's job), the job list, usage, and the reco
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -181,6 +182,14 @@ class StoreFailover(Store):
 
     async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
         return await self._shared.acquire_lease(name, holder, ttl=ttl)
+
+    async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
+        await self._shared.append_audit(events)
+
+    async def read_audit(
+        self, tenant: str | None, *, before: str | None, count: int
+    ) -> list[tuple[str, bytes]]:
+        return await self._shared.read_audit(tenant, before=before, count=count)
 
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:
         return await self._shared.cache_get(name)

@@ -19,6 +19,7 @@ import msgspec
 import structlog
 
 from gateway import metrics
+from gateway.audit import current_note, note_prompt
 from gateway.errors import (
     GatewayError,
     IdempotencyConflict,
@@ -109,6 +110,9 @@ class Jobs:
         """
         submission = parse_submission(body)
         tenant = principal.tenant
+        note = current_note()
+        note.model = submission.model
+        note_prompt(submission.payload.get("prompt"), keep_text=tenant.store_prompts)
         if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = (await self._catalog.model(submission.model)).value
@@ -147,6 +151,7 @@ class Jobs:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
             metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
+            current_note().video_seconds_charged = charge.cost
             _log.warning(
                 "ambiguous_submit",
                 tenant=tenant.id,
@@ -161,10 +166,15 @@ class Jobs:
         except UpstreamError as exc:
             await self._release(tenant.id, charge)
             raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
+        note = current_note()
+        note.upstream_status = response.status
+        note.upstream_latency_ms = round(response.elapsed * 1000, 3)
         if response.status not in (200, 201):
             await self._release(tenant.id, charge)
             raise relayed_error(response, not_found=UnknownModel)
         request_id = _request_id(response)
+        note.upstream_request_id = request_id
+        note.video_seconds_charged = charge.cost
         try:
             await self._store.add_job(
                 tenant.id,
@@ -202,6 +212,9 @@ class Jobs:
         job = await self._call_store(self._store.get_job(tenant, request_id))
         if job is None:
             raise NotFound("request not found")
+        note = current_note()
+        note.model = job.model
+        note.upstream_request_id = request_id
         if job_status(job.record) in TERMINAL_STATUSES:
             metrics.CACHE_LOOKUPS.labels("status", "hit").inc()
             return job.record
@@ -258,6 +271,9 @@ class Jobs:
             response = await self._upstream.get_request(job.request_id)
         except UpstreamError as exc:
             raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
+        note = current_note()
+        note.upstream_status = response.status
+        note.upstream_latency_ms = round(response.elapsed * 1000, 3)
         if response.status != 200:
             raise relayed_error(response)
         status = job_status(response.body)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import structlog
 
 from gateway import metrics
+from gateway.audit import AuditEvent, AuditLog
 from gateway.errors import QuotaExceeded, StoreUnavailable
 from gateway.services.tenants import Tenant
 from gateway.store import Store, StoreError
@@ -59,6 +60,7 @@ _CODES = {
 }
 _DURATION_KEYS = ("duration", "durationSeconds", "duration_seconds")
 _REFUNDED_STATUSES = frozenset({"failed", "cancelled", "expired"})
+_SETTLEMENT_OUTCOMES = {"success": "charged", "expired": "expired"}
 
 _log = structlog.get_logger("gateway.quota")
 _T = TypeVar("_T")
@@ -118,8 +120,10 @@ class Quotas:
         clock: Callable[[], float],
         ambiguous_hold_seconds: float,
         job_deadline_seconds: float,
+        audit: AuditLog | None = None,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._clock = clock
         self._hold = ambiguous_hold_seconds
         self.job_deadline_seconds = job_deadline_seconds
@@ -170,6 +174,18 @@ class Quotas:
             metrics.JOBS_FINISHED.labels(tenant_id, status).inc()
             metrics.VIDEO_SECONDS_REFUNDED.labels(tenant_id).inc(settled.refunded)
             metrics.JOBS_IN_FLIGHT.labels(tenant_id).dec()
+            if self._audit is not None:
+                self._audit.emit(
+                    AuditEvent(
+                        time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        kind="settlement",
+                        outcome=_SETTLEMENT_OUTCOMES.get(status, "refunded"),
+                        tenant=tenant_id,
+                        upstream_request_id=request_id,
+                        video_seconds_charged=settled.cost - settled.refunded,
+                        video_seconds_refunded=settled.refunded,
+                    )
+                )
             _log.info(
                 "job_settled",
                 tenant=tenant_id,

@@ -12,6 +12,7 @@ construction and never read the wall clock themselves, so a fake clock drives bo
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = (
@@ -282,6 +283,20 @@ class Store(abc.ABC):
     async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds; ``False``
         while another holder's lease is unexpired."""
+
+    @abc.abstractmethod
+    async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
+        """Append encoded audit events, each to the global trail and to its tenant's trail
+        (``None``: global only). Trails are bounded: at most ``audit_max_events`` entries each,
+        and entries older than ``audit_retention_seconds`` are dropped as new ones arrive."""
+
+    @abc.abstractmethod
+    async def read_audit(
+        self, tenant: str | None, *, before: str | None, count: int
+    ) -> list[tuple[str, bytes]]:
+        """Up to ``count`` entries of a trail (a tenant's, or the global one for ``None``),
+        newest first, strictly older than the entry id ``before`` when given. Entry ids are
+        opaque cursors, ordered by insertion."""
 
     @abc.abstractmethod
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:

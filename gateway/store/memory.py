@@ -6,7 +6,8 @@ atomic as the Redis backend's Lua scripts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gateway.store.base import (
@@ -44,9 +45,18 @@ class MemoryStore(Store):
     """Keeps everything in dicts."""
 
     def __init__(
-        self, *, clock: Callable[[], float], job_retention_seconds: float = 30 * 86400
+        self,
+        *,
+        clock: Callable[[], float],
+        job_retention_seconds: float = 30 * 86400,
+        audit_max_events: int = 100_000,
+        audit_retention_seconds: float = 30 * 86400,
     ) -> None:
         self._clock = clock
+        self._audit_max = audit_max_events
+        self._audit_retention = audit_retention_seconds
+        self._audit: dict[str | None, deque[tuple[float, str, bytes]]] = {}
+        self._audit_seq = 0
         self._retention = job_retention_seconds
         self._jobs: dict[str, dict[str, StoredJob]] = {}
         self._charges: dict[tuple[str, str], _Charged] = {}
@@ -248,6 +258,30 @@ class MemoryStore(Store):
             return False
         self._leases[name] = (holder, now + ttl)
         return True
+
+    async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
+        now = self._clock()
+        for tenant, body in events:
+            self._audit_seq += 1
+            entry = (now, f"{self._audit_seq:020d}", body)
+            for trail in {None, tenant}:
+                kept = self._audit.setdefault(trail, deque(maxlen=self._audit_max))
+                kept.append(entry)
+                while kept and kept[0][0] <= now - self._audit_retention:
+                    kept.popleft()
+
+    async def read_audit(
+        self, tenant: str | None, *, before: str | None, count: int
+    ) -> list[tuple[str, bytes]]:
+        trail = self._audit.get(tenant, deque())
+        found: list[tuple[str, bytes]] = []
+        for _, entry_id, body in reversed(trail):
+            if before is not None and entry_id >= before:
+                continue
+            found.append((entry_id, body))
+            if len(found) == count:
+                break
+        return found
 
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:
         return self._cache.get(name)

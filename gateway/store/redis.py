@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -49,6 +49,8 @@ class RedisStore(Store):
         clock: Callable[[], float],
         job_retention_seconds: float = 30 * 86400,
         prefix: str = "gmigw",
+        audit_max_events: int = 100_000,
+        audit_retention_seconds: float = 30 * 86400,
     ) -> None:
         self._redis = client
         self._clock = clock
@@ -67,6 +69,9 @@ class RedisStore(Store):
         self._to_check = f"{prefix}:reconcile"  # spans tenants; never used inside a script
         self._catalog = f"{prefix}:catalog"  # the upstream's catalog is the same for everyone
         self._generation = f"{prefix}:catalog:generation"
+        self._audit_global = f"{prefix}:audit"
+        self._audit_max = audit_max_events
+        self._audit_retention = audit_retention_seconds
 
     @classmethod
     def from_url(
@@ -77,6 +82,8 @@ class RedisStore(Store):
         job_retention_seconds: float = 30 * 86400,
         prefix: str = "gmigw",
         max_connections: int = 64,
+        audit_max_events: int = 100_000,
+        audit_retention_seconds: float = 30 * 86400,
     ) -> RedisStore:
         """A store over a new connection pool with short timeouts (a dead Redis fails fast).
 
@@ -92,7 +99,14 @@ class RedisStore(Store):
             health_check_interval=15,
         )
         client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-        return cls(client, clock=clock, job_retention_seconds=job_retention_seconds, prefix=prefix)
+        return cls(
+            client,
+            clock=clock,
+            job_retention_seconds=job_retention_seconds,
+            prefix=prefix,
+            audit_max_events=audit_max_events,
+            audit_retention_seconds=audit_retention_seconds,
+        )
 
     def _key(self, tenant: str, *parts: str) -> str:
         return tenant_key(self._prefix, tenant, *parts)
@@ -317,6 +331,27 @@ class RedisStore(Store):
             self._key(tenant, "budget", day),
             self._key(tenant, "budget", month),
         ]
+
+    async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
+        oldest = f"{int((self._clock() - self._audit_retention) * 1000)}-0"
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, body in events:
+            for stream in {
+                self._audit_global,
+                None if tenant is None else self._key(tenant, "audit"),
+            }:
+                if stream is not None:
+                    _ = pipe.xadd(stream, {"e": body}, maxlen=self._audit_max, approximate=True)
+                    _ = pipe.xtrim(stream, minid=oldest, approximate=True)
+        await self._call(pipe.execute())
+
+    async def read_audit(
+        self, tenant: str | None, *, before: str | None, count: int
+    ) -> list[tuple[str, bytes]]:
+        stream = self._audit_global if tenant is None else self._key(tenant, "audit")
+        newest = "+" if before is None else f"({before}"
+        entries: Any = await self._call(self._redis.xrevrange(stream, newest, "-", count))
+        return [(entry_id.decode(), bytes(fields[b"e"])) for entry_id, fields in entries]
 
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:
         fields: list[Any] = await self._call(

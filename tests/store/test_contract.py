@@ -168,3 +168,16 @@ async def test_shared_cache_entries_and_invalidation(store: Store, clock: FakeCl
     assert await store.cache_invalidate() == before + 1
     assert await store.cache_generation() == before + 1
     assert await store.cache_get("models") is None
+
+
+async def test_audit_trails_newest_first_with_cursors(store: Store) -> None:
+    await store.append_audit([("a", b"1"), ("b", b"2"), (None, b"3")])
+    await store.append_audit([("a", b"4")])
+    everything = await store.read_audit(None, before=None, count=10)
+    assert [body for _, body in everything] == [b"4", b"3", b"2", b"1"]
+    first = await store.read_audit("a", before=None, count=1)
+    assert [body for _, body in first] == [b"4"]
+    rest = await store.read_audit("a", before=first[-1][0], count=10)
+    assert [body for _, body in rest] == [b"1"]
+    assert await store.read_audit("a", before=rest[-1][0], count=10) == []
+    assert await store.read_audit("nobody", before=None, count=10) == []

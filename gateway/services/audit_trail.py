@@ -1,0 +1,96 @@
+"""Reading and writing the audit trail kept in the store.
+
+The store keeps each event as encoded JSON in the global trail and in its tenant's trail;
+queries page through one trail newest first and filter on the decoded events, scanning a
+bounded number of entries per call (the cursor lets a client continue a sparse search).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from gateway.audit import AuditEvent
+from gateway.errors import StoreUnavailable
+from gateway.store import Store, StoreError
+
+__all__ = ("AuditFilter", "AuditTrail")
+
+MAX_SCANNED = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which events a query wants; ``None`` matches anything."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    route: str | None = None
+    status: int | None = None
+    outcome: str | None = None
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        if self.route is not None and event.get("route") != self.route:
+            return False
+        if self.status is not None and event.get("status") != self.status:
+            return False
+        if self.outcome is not None and event.get("outcome") != self.outcome:
+            return False
+        if self.since is not None or self.until is not None:
+            moment = datetime.fromisoformat(event["time"])
+            if self.since is not None and moment < self.since:
+                return False
+            if self.until is not None and moment >= self.until:
+                return False
+        return True
+
+
+class AuditTrail:
+    """The store side of the audit log: a sink for ``AuditLog`` and the query behind the APIs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def write(self, events: Sequence[AuditEvent]) -> None:
+        await self._store.append_audit([(e.tenant, msgspec.json.encode(e)) for e in events])
+
+    async def query(
+        self,
+        tenant: str | None,
+        *,
+        limit: int,
+        cursor: str | None,
+        only: AuditFilter | None = None,
+    ) -> dict[str, Any]:
+        """``{"events": [...], "next_cursor": ...}``: newest first, each event with its ``id``."""
+        wanted = only or AuditFilter()
+        found: list[dict[str, Any]] = []
+        scanned = 0
+        position = cursor
+        exhausted = False
+        while len(found) < limit and scanned < MAX_SCANNED:
+            batch = await self._read(tenant, position, max(limit, 100))
+            if not batch:
+                exhausted = True
+                break
+            for entry_id, body in batch:
+                scanned += 1
+                position = entry_id
+                event = msgspec.json.decode(body)
+                if wanted.matches(event):
+                    found.append({"id": entry_id, **event})
+                    if len(found) == limit:
+                        break
+        return {"events": found, "next_cursor": None if exhausted else position}
+
+    async def _read(
+        self, tenant: str | None, before: str | None, count: int
+    ) -> list[tuple[str, bytes]]:
+        try:
+            return await self._store.read_audit(tenant, before=before, count=count)
+        except StoreError as exc:
+            raise StoreUnavailable(f"the audit trail is unavailable: {exc}") from None

@@ -1,0 +1,162 @@
+"""DESIGN §6 through real sockets: one audit event per request, queryable, and free of secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import UPSTREAM_KEY
+from tests.support.processes import MIRROR, ServerProcess, start_gateway
+from tests.support.redis_server import RedisServer, find_redis_server
+
+pytestmark = pytest.mark.redis
+
+MODEL = "Kling-Text2Video-V2-Master"
+KEYS = {name: f"audit-{name}-key-0123456789" for name in ("auditee", "other", "chatty", "admin")}
+SECRET_PROMPT = "a secret storyboard about a heron [sim:stuck]"
+
+
+def sha(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.fixture
+def audited(sim: ServerProcess, tmp_path: Path) -> Iterator[tuple[ServerProcess, RedisServer]]:
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(
+        "tenants:\n"
+        f'  - {{id: auditee, keys: [{{id: a-k, sha256: "{sha(KEYS["auditee"])}"}}], models: ["*"],'
+        " limits: {submits_per_minute: 2}}\n"
+        f'  - {{id: other, keys: [{{id: o-k, sha256: "{sha(KEYS["other"])}"}}], models: ["*"]}}\n'
+        f'  - {{id: chatty, keys: [{{id: c-k, sha256: "{sha(KEYS["chatty"])}"}}], models: ["*"],'
+        " audit: {store_prompts: true}}\n"
+        f'admins: [{{id: ops, sha256: "{sha(KEYS["admin"])}"}}]\n'
+    )
+    redis = RedisServer(find_redis_server()).start()
+    env = {"GATEWAY_REDIS_URL": redis.url}
+    server = start_gateway(
+        tmp_path,
+        sim=sim,
+        upstream_key=UPSTREAM_KEY,
+        tenants_file=tenants,
+        name="audited",
+        extra_env=env,
+    )
+    yield server, redis
+    server.stop()
+    redis.stop()
+
+
+def as_tenant(server: ServerProcess, name: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEYS[name]}"}, timeout=30
+    )
+
+
+def events(client: httpx.Client, path: str, want: int, **params: str) -> list[dict[str, Any]]:
+    """The trail without the audit queries' own events (they are audited too), once ``want``
+    events have arrived (audit writing is asynchronous)."""
+    deadline = time.monotonic() + 10
+    while True:
+        page = client.get(path, params={"limit": "500", **params}).raise_for_status().json()
+        found = [e for e in page["events"] if not e.get("route", "").endswith("/audit")]
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def test_every_request_is_audited_once_with_its_outcome(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    server, _ = audited
+    body = {"model": MODEL, "payload": {"prompt": SECRET_PROMPT}}
+    with (
+        as_tenant(server, "auditee") as auditee,
+        as_tenant(server, "other") as other,
+        httpx.Client(base_url=server.url, headers={"Authorization": "Bearer wrong-key"}) as wrong,
+    ):
+        foreign = other.post(f"{MIRROR}/requests", json=body).json()["request_id"]
+        script = [
+            (auditee.get(f"{MIRROR}/models"), "ok"),
+            (wrong.get(f"{MIRROR}/models"), "unauthorized"),
+            (
+                auditee.post(f"{MIRROR}/requests", json={"model": MODEL, "payload": {}}),
+                "invalid_payload",
+            ),
+            (auditee.post(f"{MIRROR}/requests", json=body), "ok"),
+            (auditee.post(f"{MIRROR}/requests", json=body), "ok"),
+            (auditee.post(f"{MIRROR}/requests", json=body), "rate_limited"),
+            (auditee.get(f"{MIRROR}/requests/{foreign}"), "not_found"),
+        ]
+        mine = [
+            (r, outcome)
+            for r, outcome in script
+            if r.request.headers["authorization"] != "Bearer wrong-key"
+        ]
+        found = events(auditee, "/v1/audit", len(mine))
+    assert [e["outcome"] for e in found] == [outcome for _, outcome in reversed(mine)]
+    assert [e["request_id"] for e in found] == [
+        r.headers["x-request-id"] for r, _ in reversed(mine)
+    ]
+    assert all(e["tenant"] == "auditee" and e["key_id"] == "a-k" for e in found)
+    accepted = [e for e in found if e["outcome"] == "ok" and e["method"] == "POST"]
+    assert len(accepted) == 2
+    for event in accepted:
+        assert event["video_seconds_charged"] == 5
+        assert event["model"] == MODEL
+        assert event["upstream_status"] == 200
+        assert event["upstream_request_id"]
+        assert event["prompt_sha256"] == hashlib.sha256(SECRET_PROMPT.encode()).hexdigest()
+        assert event["prompt_length"] == len(SECRET_PROMPT)
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {KEYS['admin']}"}
+    ) as admin:
+        everything = events(admin, "/admin/audit", len(script) + 1)
+        assert any(e["outcome"] == "unauthorized" and "tenant" not in e for e in everything)
+        limited = events(admin, "/admin/audit", 1, outcome="rate_limited")
+        assert [e["tenant"] for e in limited] == ["auditee"]
+        bad = events(admin, "/admin/audit", 1, tenant="auditee", status="400")
+        assert [e["outcome"] for e in bad] == ["invalid_payload"]
+    text = str(everything) + server.output()
+    assert SECRET_PROMPT not in text
+    for key in KEYS.values():
+        assert key not in text
+    assert UPSTREAM_KEY not in text
+    assert '"event":"audit"' in server.output()
+
+
+def test_prompts_are_kept_only_for_tenants_who_opted_in(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    server, _ = audited
+    with as_tenant(server, "chatty") as chatty:
+        chatty.post(
+            f"{MIRROR}/requests", json={"model": MODEL, "payload": {"prompt": SECRET_PROMPT}}
+        )
+        found = events(chatty, "/v1/audit", 1)
+    assert found[0]["prompt"] == SECRET_PROMPT
+
+
+def test_cursor_pagination_newest_first(audited: tuple[ServerProcess, RedisServer]) -> None:
+    server, _ = audited
+    with as_tenant(server, "other") as other:
+        ids = [other.get(f"{MIRROR}/models").headers["x-request-id"] for _ in range(5)]
+        events(other, "/v1/audit", 5)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+            page = other.get("/v1/audit", params=params).raise_for_status().json()
+            seen += [e["request_id"] for e in page["events"] if e["route"].endswith("/models")]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == ids[::-1]
+        assert other.get("/v1/audit", params={"limit": "0"}).status_code == 400
+        assert other.get("/v1/audit", params={"cursor": "x"}).status_code == 400
