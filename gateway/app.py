@@ -213,6 +213,8 @@ def _upstream_client(settings: Settings) -> UpstreamClient:
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
         pool_size=settings.upstream_pool_size,
+        circuit_threshold=settings.circuit_threshold,
+        circuit_cooldown=settings.circuit_cooldown_seconds,
     )
 
 

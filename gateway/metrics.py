@@ -33,6 +33,7 @@ __all__ = (
     "QUOTA_REJECTIONS",
     "STORE_ERRORS",
     "UNCHECKED_REQUESTS",
+    "UPSTREAM_CIRCUIT_STATE",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_REQUEST_DURATION",
     "VIDEO_SECONDS_CHARGED",
@@ -101,6 +102,11 @@ JOBS_IN_FLIGHT = Gauge(
     "Jobs recorded and not yet settled, as counted by the replicas (sum over processes).",
     ["tenant"],
     multiprocess_mode="livesum",
+)
+UPSTREAM_CIRCUIT_STATE = Gauge(
+    "gmigw_upstream_circuit_state",
+    "The upstream circuit breaker: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+    multiprocess_mode="livemax",
 )
 AUDIT_EVENTS_DROPPED = Counter(
     "gmigw_audit_events_dropped_total", "Audit events lost because the buffer was full."

@@ -78,6 +78,8 @@ class Settings:
     reconcile_stale_seconds: float = 30.0
     reconcile_read_budget: int = 20
     status_ttl_seconds: float = 1.0
+    circuit_threshold: int = 5
+    circuit_cooldown_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_tenants_file: bool = True) -> Settings:
@@ -92,7 +94,8 @@ class Settings:
         ``GATEWAY_RECONCILE_INTERVAL_SECONDS``, ``GATEWAY_RECONCILE_STALE_SECONDS`` (how long
         unpolled before the reconciler looks) and ``GATEWAY_RECONCILE_READ_BUDGET`` (upstream
         reads per pass); ``GATEWAY_STATUS_TTL_SECONDS`` (at most one upstream status call per
-        job per this many seconds, across replicas).
+        job per this many seconds, across replicas); ``GATEWAY_CIRCUIT_THRESHOLD`` (consecutive
+        upstream failures that open the circuit) and ``GATEWAY_CIRCUIT_COOLDOWN_SECONDS``.
 
         Raises:
             SettingsError: naming the first invalid or missing variable.
@@ -137,6 +140,10 @@ class Settings:
             reconcile_stale_seconds=_positive(env, "GATEWAY_RECONCILE_STALE_SECONDS", 30.0, float),
             reconcile_read_budget=_positive(env, "GATEWAY_RECONCILE_READ_BUDGET", 20, int),
             status_ttl_seconds=_positive(env, "GATEWAY_STATUS_TTL_SECONDS", 1.0, float),
+            circuit_threshold=_positive(env, "GATEWAY_CIRCUIT_THRESHOLD", 5, int),
+            circuit_cooldown_seconds=_positive(
+                env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 10.0, float
+            ),
         )
 
 

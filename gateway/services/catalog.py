@@ -21,9 +21,9 @@ import msgspec
 import structlog
 
 from gateway import metrics
-from gateway.errors import GatewayError, UnknownModel, UpstreamRelayedError, UpstreamUnavailable
+from gateway.errors import GatewayError, UnknownModel, UpstreamRelayedError
 from gateway.services.payload import ParameterSpec
-from gateway.services.relay import relayed_error
+from gateway.services.relay import relayed_error, unavailable
 from gateway.store import Store, StoreError
 from gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
@@ -242,7 +242,7 @@ class Catalog:
         try:
             return await request
         except UpstreamError as exc:
-            raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
+            raise unavailable(exc) from None
 
 
 def _parse_ids(raw: bytes) -> tuple[str, ...]:

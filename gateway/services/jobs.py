@@ -30,12 +30,11 @@ from gateway.errors import (
     UnknownModel,
     UpstreamRelayedError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from gateway.services.catalog import Catalog
 from gateway.services.payload import parse_submission, validate_payload
 from gateway.services.quota import Quotas
-from gateway.services.relay import relayed_error
+from gateway.services.relay import relayed_error, unavailable
 from gateway.services.tenants import Principal
 from gateway.store import Store, StoredJob, StoreError
 from gateway.store.base import Charge, Decision
@@ -165,7 +164,7 @@ class Jobs:
             ) from None
         except UpstreamError as exc:
             await self._release(tenant.id, charge)
-            raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
+            raise unavailable(exc) from None
         note = current_note()
         note.upstream_status = response.status
         note.upstream_latency_ms = round(response.elapsed * 1000, 3)
@@ -270,7 +269,7 @@ class Jobs:
         try:
             response = await self._upstream.get_request(job.request_id)
         except UpstreamError as exc:
-            raise UpstreamUnavailable(f"upstream unavailable: {exc}") from None
+            raise unavailable(exc) from None
         note = current_note()
         note.upstream_status = response.status
         note.upstream_latency_ms = round(response.elapsed * 1000, 3)

@@ -7,14 +7,28 @@ rejecting *our* key is the operator's problem, not the tenant's: 502).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
 
-from gateway.errors import GatewayError, InvalidPayload, NotFound, UpstreamRelayedError
-from gateway.upstream import UpstreamResponse
+from gateway.errors import (
+    GatewayError,
+    InvalidPayload,
+    NotFound,
+    UpstreamRelayedError,
+    UpstreamUnavailable,
+)
+from gateway.upstream import UpstreamError, UpstreamResponse
 
-__all__ = ("relayed_error", "upstream_message")
+__all__ = ("relayed_error", "unavailable", "upstream_message")
+
+
+def unavailable(exc: UpstreamError) -> UpstreamUnavailable:
+    """The 503 for an upstream that could not be reached (with Retry-After when known)."""
+    wait = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(math.ceil(wait))} if wait else {}
+    return UpstreamUnavailable(f"upstream unavailable: {exc}", headers=headers)
 
 
 def upstream_message(body: bytes, status: int) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from gateway import metrics
+from gateway.upstream.circuit import CircuitBreaker
 from gateway.upstream.errors import UpstreamAmbiguous, UpstreamError, UpstreamUnavailable
 from gateway.upstream.retry import RETRYABLE_STATUSES, RetryBudget, backoff_delay
 
@@ -59,6 +60,8 @@ class UpstreamClient:
         backoff_max: float = 2.0,
         retry_budget_ratio: float = 0.2,
         retry_budget_min_per_second: float = 5.0,
+        circuit_threshold: int = 5,
+        circuit_cooldown: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -89,6 +92,9 @@ class UpstreamClient:
         )
         self._sleep = sleep
         self._clock = clock
+        self.circuit = CircuitBreaker(
+            threshold=circuit_threshold, cooldown=circuit_cooldown, clock=clock
+        )
 
     def __repr__(self) -> str:
         return f"UpstreamClient(base_url={str(self._http.base_url)!r})"
@@ -112,6 +118,7 @@ class UpstreamClient:
             UpstreamUnavailable: the request never reached the upstream (safe to report as such).
             UpstreamAmbiguous: it may have reached the upstream; the job may exist.
         """
+        self._check_circuit(_SUBMIT)
         started = self._clock()
         try:
             response = await self._http.post(
@@ -119,10 +126,21 @@ class UpstreamClient:
             )
         except httpx.HTTPError as exc:
             _observe(_SUBMIT, type(exc).__name__, self._clock() - started)
+            self.circuit.record(ok=False)
             raise self._submit_error(exc) from None
         result = _response(response, self._clock() - started)
         _observe(_SUBMIT, str(result.status), result.elapsed)
+        self.circuit.record(ok=result.status not in RETRYABLE_STATUSES)
         return result
+
+    def _check_circuit(self, endpoint: str) -> None:
+        wait = self.circuit.wait_before_call()
+        if wait is not None:
+            _observe(endpoint, "circuit_open", 0.0)
+            raise UpstreamUnavailable(
+                f"upstream circuit open after repeated failures; retry in {wait:.0f}s",
+                retry_after=wait,
+            )
 
     def _submit_error(self, exc: httpx.HTTPError) -> UpstreamError:
         """Sort a failed submit: provably never sent, or possibly sent (ambiguous)."""
@@ -145,17 +163,20 @@ class UpstreamClient:
         attempt = 0
         while True:
             attempt += 1
+            self._check_circuit(endpoint)
             started = self._clock()
             retry_after: str | None = None
             try:
                 response = await self._http.get(path, params=params)
             except httpx.HTTPError as exc:
                 _observe(endpoint, type(exc).__name__, self._clock() - started)
+                self.circuit.record(ok=False)
                 if attempt >= self._get_attempts or not self._budget.try_withdraw():
                     raise UpstreamUnavailable(_describe(endpoint, exc)) from None
             else:
                 result = _response(response, self._clock() - started)
                 _observe(endpoint, str(result.status), result.elapsed)
+                self.circuit.record(ok=result.status not in RETRYABLE_STATUSES)
                 if result.status not in RETRYABLE_STATUSES or attempt >= self._get_attempts:
                     return result
                 if not self._budget.try_withdraw():

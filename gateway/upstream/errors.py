@@ -17,7 +17,12 @@ class UpstreamError(Exception):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """Could not reach the upstream (connect failure, pool timeout, GET retries exhausted)."""
+    """Could not reach the upstream (connect failure, pool timeout, GET retries exhausted, or
+    the circuit is open: then ``retry_after`` says when to try again)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamAmbiguous(UpstreamError):

@@ -29,7 +29,10 @@ class Recorder:
 
 
 def client(
-    recorder: Callable[[httpx.Request], httpx.Response], sleeps: list[float], **options: float
+    recorder: Callable[[httpx.Request], httpx.Response],
+    sleeps: list[float],
+    clock: Callable[[], float] = lambda: 0.0,
+    **options: float,
 ) -> UpstreamClient:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
@@ -40,7 +43,7 @@ def client(
         org_id="org-7",
         transport=httpx.MockTransport(recorder),
         sleep=sleep,
-        clock=lambda: 0.0,
+        clock=clock,
         **options,  # type: ignore[arg-type]
     )
 
@@ -104,7 +107,13 @@ async def test_transport_errors_on_gets_are_retried_then_unavailable() -> None:
 
 async def test_retry_budget_stops_retries_during_an_outage() -> None:
     recorder = Recorder(httpx.Response(503))
-    upstream = client(recorder, [], retry_budget_ratio=0.0, retry_budget_min_per_second=0.0)
+    upstream = client(
+        recorder,
+        [],
+        retry_budget_ratio=0.0,
+        retry_budget_min_per_second=0.0,
+        circuit_threshold=10_000,
+    )
     for _ in range(150):
         await upstream.list_models()
     # The bucket starts with 100 tokens and nothing refills it: at most 100 retries in all.
@@ -153,3 +162,47 @@ async def test_errors_never_carry_the_key(error: Exception) -> None:
         assert KEY not in repr(caught.value)
         assert caught.value.__cause__ is None
         assert caught.value.__suppress_context__
+
+
+async def test_circuit_opens_fails_fast_and_recovers_through_one_probe() -> None:
+    now = [0.0]
+    recorder = Recorder(httpx.Response(503))
+    upstream = client(
+        recorder, [], lambda: now[0], get_attempts=1, circuit_threshold=3, circuit_cooldown=10.0
+    )
+    for _ in range(3):
+        assert (await upstream.list_models()).status == 503
+    assert upstream.circuit.state == "open"
+    for call in (upstream.list_models(), upstream.submit(b"{}")):
+        with pytest.raises(UpstreamUnavailable, match="circuit open") as caught:
+            await call
+        assert caught.value.retry_after == 10.0
+    assert len(recorder.requests) == 3  # nothing more reached the upstream
+    now[0] = 10.0
+    recorder.answers = [httpx.Response(200, content=b"{}")]
+    assert upstream.circuit.state == "half_open"
+    assert (await upstream.list_models()).status == 200
+    assert upstream.circuit.state == "closed"
+
+
+async def test_a_failed_probe_reopens_the_circuit() -> None:
+    now = [0.0]
+    recorder = Recorder(httpx.ConnectError("down"))
+    upstream = client(
+        recorder, [], lambda: now[0], get_attempts=1, circuit_threshold=2, circuit_cooldown=5.0
+    )
+    for _ in range(2):
+        with pytest.raises(UpstreamUnavailable):
+            await upstream.get_request("r")
+    now[0] = 5.0
+    with pytest.raises(UpstreamUnavailable, match="ConnectError"):
+        await upstream.get_request("r")  # the probe
+    assert upstream.circuit.state == "open"
+    assert len(recorder.requests) == 3
+
+
+async def test_client_errors_do_not_open_the_circuit() -> None:
+    upstream = client(Recorder(httpx.Response(404)), [], get_attempts=1, circuit_threshold=2)
+    for _ in range(5):
+        await upstream.get_request("r")
+    assert upstream.circuit.state == "closed"

@@ -1,0 +1,59 @@
+"""A circuit breaker: when the upstream keeps failing, fail fast instead of piling on.
+
+Closed: calls go through; ``threshold`` consecutive failures (transport errors, 429 and 5xx
+answers) open it. Open: calls fail at once, for ``cooldown`` seconds. Then half-open: one probe
+goes through; its success closes the circuit, its failure opens it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway import metrics
+
+__all__ = ("CircuitBreaker",)
+
+_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class CircuitBreaker:
+    """Per-process breaker around every upstream call."""
+
+    def __init__(self, *, threshold: int, cooldown: float, clock: Callable[[], float]) -> None:
+        self._threshold = threshold
+        self._cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        metrics.UPSTREAM_CIRCUIT_STATE.set(0)
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self._cooldown:
+            return "half_open"
+        return "open"
+
+    def wait_before_call(self) -> float | None:
+        """``None`` to go ahead, or the seconds left before the upstream may be tried again."""
+        state = self.state
+        if state == "closed":
+            return None
+        if state == "half_open" and not self._probing:
+            self._probing = True
+            return None
+        opened = self._opened_at if self._opened_at is not None else self._clock()
+        return max(1.0, self._cooldown - (self._clock() - opened))
+
+    def record(self, *, ok: bool) -> None:
+        self._probing = False
+        if ok:
+            self._failures = 0
+            self._opened_at = None
+        else:
+            self._failures += 1
+            if self._opened_at is not None or self._failures >= self._threshold:
+                self._opened_at = self._clock()
+        metrics.UPSTREAM_CIRCUIT_STATE.set(_STATE_VALUES[self.state])

@@ -1,0 +1,37 @@
+"""DESIGN §5: a failing upstream opens the circuit; the gateway then fails fast with Retry-After."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import UPSTREAM_KEY, Keys, SimControl, client_for
+from tests.support.processes import ServerProcess, start_gateway
+
+
+def test_open_circuit_fails_fast_without_calling_upstream(
+    sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
+) -> None:
+    env = {"GATEWAY_CIRCUIT_THRESHOLD": "3", "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "30"}
+    gateway = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+        name="circuit", extra_env=env,
+    )  # fmt: skip
+    try:
+        sim_control.fault("GET /models", status=503, rate=1.0)
+        with client_for(gateway, keys.studio) as studio:
+            first = studio.get("/models")
+            assert first.status_code == 503
+            assert first.json()["code"] == "upstream_error"
+            before = sim_control.calls()["GET /models"]
+            fast = studio.get("/models")
+            assert fast.status_code == 503
+            assert fast.json()["code"] == "upstream_unavailable"
+            assert "circuit open" in fast.json()["error"]
+            assert 1 <= int(fast.headers["retry-after"]) <= 30
+            assert sim_control.calls()["GET /models"] == before
+        metrics = httpx.get(gateway.url + "/metrics").text
+        assert "gmigw_upstream_circuit_state 2.0" in metrics
+    finally:
+        gateway.stop()
