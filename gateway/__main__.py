@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -95,6 +96,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
     if args.workers > 1:
         _prepare_multiprocess_metrics()
+    # uvicorn drains, then re-raises the signal it caught; a drained shutdown is a clean exit.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_cleanly)
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -107,6 +111,10 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=DRAIN_SECONDS,
     )
     return 0
+
+
+def _exit_cleanly(_signal: int, _frame: object) -> None:
+    sys.exit(0)
 
 
 def _prepare_multiprocess_metrics() -> None:

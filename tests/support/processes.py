@@ -78,6 +78,14 @@ class ServerProcess:
             self._proc.kill()
             return self._proc.wait(timeout)
 
+    def send(self, sig: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self._proc is not None
+        return self._proc.wait(timeout)
+
     def output(self) -> str:
         """Everything the process printed so far (stdout then stderr)."""
         return self.stdout_path.read_text(errors="replace") + self.stderr_path.read_text(
