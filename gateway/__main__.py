@@ -94,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gmi-gateway serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
-    if args.workers > 1:
+    if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _prepare_multiprocess_metrics()
     # uvicorn drains, then re-raises the signal it caught; a drained shutdown is a clean exit.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,181 @@
+"""The Helm chart through the real Helm engine: lint, render, Kubernetes validation, invariants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.__main__ import DEFAULT_PORT
+from gateway.routes.ops import HEALTH_PATH, METRICS_PATH, READY_PATH
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "gmi-gateway"
+KUBERNETES = "1.33.0"
+GMI_KEY = "gmi-test-key-that-must-only-live-in-a-secret"
+REQUIRED = {"gmiApiKey": {"existingSecret": "gmi-key"}, "tenants": {"existingSecret": "tenants"}}
+EVERYTHING: dict[str, Any] = {
+    "gmiApiKey": {"value": GMI_KEY},
+    "tenants": {"content": "tenants: []\n"},
+    "redis": {"existingSecret": "redis-url"},
+    "gateway": {
+        "workers": 2,
+        "trustedProxies": ["10.0.0.0/8"],
+        "extraEnv": {"GATEWAY_STATUS_TTL_SECONDS": "2"},
+    },
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "exposeAdmin": True,
+        "tls": [{"hosts": ["gw.example"], "secretName": "tls"}],
+    },
+    "serviceMonitor": {"enabled": True},
+    "autoscaling": {"enabled": True},
+    "podDisruptionBudget": {"enabled": True},
+    "networkPolicy": {"enabled": True},
+    "topologySpread": {"enabled": True},
+    "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+}  # fmt: skip
+
+
+def render(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Rendered manifests by kind (one of each kind in this chart)."""
+    chart = helm_python.Chart.load(str(CHART))
+    try:
+        files = chart.render(values, name="gw", namespace="media")
+    finally:
+        chart.close()
+    manifests: dict[str, dict[str, Any]] = {}
+    for name, text in files.items():
+        if name.endswith(".txt"):
+            continue
+        for document in yaml.safe_load_all(text):
+            if document:
+                manifests.setdefault(document["kind"], document)
+                manifests[f"{document['kind']}/{document['metadata']['name']}"] = document
+    return manifests
+
+
+@pytest.mark.parametrize("values", [REQUIRED, EVERYTHING], ids=["defaults", "everything-on"])
+def test_lint_is_clean(values: dict[str, Any]) -> None:
+    report = helm_python.lint(str(CHART), values, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] > 1] == []  # 1 is info
+
+
+def test_missing_secrets_are_refused_by_the_schema() -> None:
+    report = helm_python.lint(str(CHART), {})
+    assert report["errors"] or any(m["severity"] > 2 for m in report["messages"])
+
+
+@pytest.mark.parametrize("values", [REQUIRED, EVERYTHING], ids=["defaults", "everything-on"])
+def test_every_manifest_is_valid_kubernetes(values: dict[str, Any]) -> None:
+    manifests = {k: v for k, v in render(values).items() if "/" in k}
+    assert manifests
+    for name, manifest in manifests.items():
+        if manifest["apiVersion"].startswith("monitoring.coreos.com/"):
+            assert manifest["spec"]["endpoints"][0]["path"] == METRICS_PATH
+            continue  # a CRD: no upstream schema to validate against
+        try:
+            kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name}: {exc}")
+
+
+def test_everything_on_renders_every_optional_feature() -> None:
+    kinds = {k for k in render(EVERYTHING) if "/" not in k}
+    assert kinds >= {
+        "Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Ingress",
+        "ServiceMonitor", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy",
+    }  # fmt: skip
+    assert {k for k in render(REQUIRED) if "/" not in k} == {
+        "Deployment", "Service", "ServiceAccount", "ConfigMap"
+    }  # fmt: skip
+
+
+def container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    spec = manifests["Deployment"]["spec"]["template"]["spec"]
+    result: dict[str, Any] = spec["containers"][0]
+    return result
+
+
+@pytest.mark.parametrize("values", [REQUIRED, EVERYTHING], ids=["defaults", "everything-on"])
+def test_probes_and_ports_are_the_apps(values: dict[str, Any]) -> None:
+    main = container(render(values))
+    assert main["ports"] == [{"name": "http", "containerPort": DEFAULT_PORT, "protocol": "TCP"}]
+    assert main["livenessProbe"]["httpGet"]["path"] == HEALTH_PATH
+    assert main["startupProbe"]["httpGet"]["path"] == HEALTH_PATH
+    assert main["readinessProbe"]["httpGet"]["path"] == READY_PATH
+    assert str(DEFAULT_PORT) in main["args"]
+
+
+def test_pods_are_locked_down() -> None:
+    manifests = render(EVERYTHING)
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    assert manifests["ServiceAccount"]["automountServiceAccountToken"] is False
+    main = container(manifests)
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    env = {e["name"]: e for e in main["env"]}
+    mounts = {m["mountPath"] for m in main["volumeMounts"]}
+    assert env["PROMETHEUS_MULTIPROC_DIR"]["value"] in mounts  # writable emptyDir
+    assert "/tmp" in mounts
+    assert all("subPath" not in m for m in main["volumeMounts"])  # secret updates reach the pod
+    grace = pod["terminationGracePeriodSeconds"]
+    sleep = int(main["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert grace >= sleep + 20  # preStop, then the gateway's 20 s drain
+
+
+def test_selectors_are_stable_across_versions() -> None:
+    manifests = render(EVERYTHING)
+    selector = manifests["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert selector == {"app.kubernetes.io/name": "gmi-gateway", "app.kubernetes.io/instance": "gw"}
+    assert manifests["Service"]["spec"]["selector"] == selector
+    assert manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_ingress_never_exposes_metrics_or_probes() -> None:
+    ingress = render(EVERYTHING)["Ingress"]
+    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert paths == ["/api/v1/ie/requestqueue/apikey", "/v1", "/admin"]
+    without_admin = render({**EVERYTHING, "ingress": {"enabled": True}})["Ingress"]
+    assert "/admin" not in str(without_admin)
+    for forbidden in (METRICS_PATH, HEALTH_PATH, READY_PATH):
+        assert forbidden not in paths
+
+
+def test_secrets_never_land_in_a_configmap() -> None:
+    manifests = render(EVERYTHING)
+    config = yaml.safe_dump(manifests["ConfigMap"])
+    assert GMI_KEY not in config
+    assert "tenants: []" not in config
+    assert "GMI_API_KEY" not in config
+    env = {e["name"]: e for e in container(manifests)["env"]}
+    assert "secretKeyRef" in env["GMI_API_KEY"]["valueFrom"]
+    assert "secretKeyRef" in env["GATEWAY_REDIS_URL"]["valueFrom"]
+
+
+def test_config_and_secret_changes_roll_the_pods() -> None:
+    before = render(EVERYTHING)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    changed = {**EVERYTHING, "tenants": {"content": "tenants: []\nadmins: []\n"}}
+    after = render(changed)["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert before["checksum/config"] == after["checksum/config"]
+    assert before["checksum/secret"] != after["checksum/secret"]
+
+
+def test_every_value_is_documented() -> None:
+    text = (CHART / "values.yaml").read_text()
+    readme = (CHART / "README.md").read_text()
+    for key in yaml.safe_load(text):
+        assert f"`{key}" in readme, f"{key} is missing from the chart README's values table"
