@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint format tools openapi clean
+.PHONY: help install demo test lint format tools openapi bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ format: install ## Apply ruff fixes and formatting
 
 openapi: install ## Regenerate openapi/openapi.json from the app
 	$(BIN)/gmi-gateway openapi
+
+bench: install ## Load benchmark: gateway vs simulator vs nginx (needs wrk, nginx, redis-server)
+	$(BIN)/python bench/run.py
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
