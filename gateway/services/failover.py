@@ -48,16 +48,10 @@ class StoreFailover(Store):
         self._shared = shared
         self._local = local
         self._pending: list[_PendingJob] = []
-        self.unchecked = 0
-
-    @property
-    def open_mode(self) -> bool:
-        return self._local is not None
 
     def _fallback(self, operation: str, exc: StoreError) -> Store:
         if self._local is None:
             raise exc
-        self.unchecked += 1
         metrics.UNCHECKED_REQUESTS.labels(operation).inc()
         _log.warning("unchecked_request", operation=operation, error=str(exc))
         return self._local

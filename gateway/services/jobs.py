@@ -145,7 +145,7 @@ class Jobs:
     ) -> Submitted:
         tenant = principal.tenant
         charge = self._quotas.charge_for(payload)
-        decision = await self._call_store(self._quotas.reserve(tenant, charge))
+        decision = await self._quotas.reserve(tenant, charge)
         try:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
