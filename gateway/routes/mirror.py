@@ -119,8 +119,10 @@ async def submit_request(request: AnyRequest) -> Response[bytes]:
 @get("/requests/{request_id:str}", responses={200: documented(RequestRecord), **_ERRORS})
 async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Response[bytes]:
     """One of this tenant's jobs (404 for any id it does not own)."""
-    principal = await tenant_read(request)
-    return _json(await services(request).jobs.get(principal, request_id))
+    principal = tenant_principal(request)
+    body, read = await services(request).jobs.get(principal, request_id)
+    note_ratelimit(request, read)
+    return _json(body)
 
 
 @get("/requests", responses={200: documented(RequestList), **_ERRORS})

@@ -24,6 +24,7 @@ from gateway.store.base import (
     Decision,
     IdempotencyState,
     LimitState,
+    Poll,
     Settlement,
     SubmitLimits,
 )
@@ -98,6 +99,21 @@ class StoreFailover(Store):
         self, tenant: str, *, model: str | None = None, limit: int = 100, offset: int = 0
     ) -> JobPage:
         return await self._shared.list_jobs(tenant, model=model, limit=limit, offset=offset)
+
+    async def poll_job(
+        self, tenant: str, request_id: str, *, reads_per_minute: int | None, refresh_ttl: float
+    ) -> Poll:
+        try:
+            return await self._shared.poll_job(
+                tenant, request_id, reads_per_minute=reads_per_minute, refresh_ttl=refresh_ttl
+            )
+        except StoreError as exc:
+            poll = await self._fallback("poll_job", exc).poll_job(
+                tenant, request_id, reads_per_minute=reads_per_minute, refresh_ttl=refresh_ttl
+            )
+            if poll.job is None and (poll.read is None or poll.read.allowed):
+                raise  # not provably this tenant's, nor provably not: never guess
+            return poll
 
     async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
         try:

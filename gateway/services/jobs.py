@@ -199,18 +199,32 @@ class Jobs:
         metrics.JOBS_IN_FLIGHT.labels(tenant.id).inc()
         return Submitted(200, response.body, decision)
 
-    async def get(self, principal: Principal, request_id: str) -> bytes:
-        """The job's current upstream record, if the tenant owns it.
+    async def get(self, principal: Principal, request_id: str) -> tuple[bytes, Decision | None]:
+        """The job's current upstream record, if the tenant owns it, and the read it cost.
 
-        Status polls are coalesced: a terminal record never changes, so once stored it is served
+        One store round trip spends the read, proves ownership and claims the refresh. Status
+        polls are coalesced: a terminal record never changes, so once stored it is served
         without an upstream call; otherwise at most one upstream call per ``status_ttl`` is made
-        for a job across all replicas (the store's refresh claim), concurrent polls on this
-        replica share it, and polls that lose the claim get the stored record.
+        for a job across all replicas (the refresh claim), concurrent polls on this replica
+        share it, and polls that lose the claim get the stored record.
         """
         tenant = principal.tenant.id
-        job = await self._call_store(self._store.get_job(tenant, request_id))
+        poll = await self._call_store(
+            self._store.poll_job(
+                tenant,
+                request_id,
+                reads_per_minute=principal.tenant.limits.reads_per_minute,
+                refresh_ttl=self._status_ttl,
+            )
+        )
+        self._quotas.enforce(tenant, poll.read)
+        job = poll.job
         if job is None:
             raise NotFound("request not found")
+        return await self._current(job, claimed=poll.claimed), poll.read
+
+    async def _current(self, job: StoredJob, *, claimed: bool) -> bytes:
+        tenant, request_id = job.tenant, job.request_id
         note = current_note()
         note.model = job.model
         note.upstream_request_id = request_id
@@ -221,9 +235,6 @@ class Jobs:
         if pending is not None:
             metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
             return await asyncio.shield(pending)
-        claimed = await self._call_store(
-            self._store.claim_refresh(tenant, request_id, ttl=self._status_ttl)
-        )
         if not claimed:
             metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
             return job.record

@@ -158,6 +158,11 @@ class Quotas:
             raise _rejection(tenant.id, decision)
         return decision
 
+    def enforce(self, tenant_id: str, read: Decision | None) -> None:
+        """Raise the 429 for a read the store refused (``None``: reads are unlimited)."""
+        if read is not None and not read.allowed:
+            raise _rejection(tenant_id, read)
+
     async def release(self, tenant_id: str, charge: Charge) -> None:
         """The upstream refused the submit: give everything back but the submit rate."""
         await self._store.release(tenant_id, charge)

@@ -21,6 +21,7 @@ __all__ = (
     "IdempotencyState",
     "JobPage",
     "LimitState",
+    "Poll",
     "Settlement",
     "Store",
     "StoreError",
@@ -158,6 +159,17 @@ class IdempotencyState:
     body: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """A status poll's store work: the read spent (``None`` when reads are unlimited), the job
+    (``None`` when the read was refused, or the id is unknown or another tenant's), and whether
+    this caller won the refresh claim (see ``claim_refresh``)."""
+
+    read: Decision | None
+    job: StoredJob | None
+    claimed: bool
+
+
 class Store(abc.ABC):
     """Shared state of the gateway.
 
@@ -207,6 +219,14 @@ class Store(abc.ABC):
         matching job, not just the page. ``limit`` >= 1 and ``offset`` >= 0 are the caller's to
         validate; an offset past the end gives an empty page with the true total.
         """
+
+    @abc.abstractmethod
+    async def poll_job(
+        self, tenant: str, request_id: str, *, reads_per_minute: int | None, refresh_ttl: float
+    ) -> Poll:
+        """Everything a status poll needs from the store, in one atomic step (one round trip on
+        Redis): ``take_read`` when reads are limited (a refused read does nothing else), then
+        ``get_job``, then ``claim_refresh`` for a job the tenant owns."""
 
     @abc.abstractmethod
     async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:

@@ -17,6 +17,7 @@ from gateway.store.base import (
     IdempotencyState,
     JobPage,
     LimitState,
+    Poll,
     Settlement,
     Store,
     StoredJob,
@@ -117,6 +118,20 @@ class MemoryStore(Store):
         matching = [j for j in jobs.values() if model is None or j.model == model]
         matching.sort(key=lambda j: (j.created_at, j.request_id), reverse=True)
         return JobPage(matching[offset : offset + limit], len(matching))
+
+    async def poll_job(
+        self, tenant: str, request_id: str, *, reads_per_minute: int | None, refresh_ttl: float
+    ) -> Poll:
+        read = None
+        if reads_per_minute is not None:
+            read = await self.take_read(tenant, reads_per_minute)
+            if not read.allowed:
+                return Poll(read, None, claimed=False)
+        job = await self.get_job(tenant, request_id)
+        if job is None:
+            return Poll(read, None, claimed=False)
+        claimed = await self.claim_refresh(tenant, request_id, ttl=refresh_ttl)
+        return Poll(read, job, claimed)
 
     async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
         now = self._clock()

@@ -19,6 +19,7 @@ from gateway.store.base import (
     IdempotencyState,
     JobPage,
     LimitState,
+    Poll,
     Settlement,
     Store,
     StoredJob,
@@ -66,6 +67,7 @@ class RedisStore(Store):
         self._begin_idempotent = _script(client, "begin_idempotent")
         self._lease = _script(client, "lease")
         self._claim = _script(client, "claim")
+        self._poll = _script(client, "poll")
         self._to_check = f"{prefix}:reconcile"  # spans tenants; never used inside a script
         self._catalog = f"{prefix}:catalog"  # the upstream's catalog is the same for everyone
         self._generation = f"{prefix}:catalog:generation"
@@ -172,6 +174,32 @@ class RedisStore(Store):
             if (job := self._job(tenant, raw_id.decode(), fields)) is not None
         ]
         return JobPage(jobs, int(total))
+
+    async def poll_job(
+        self, tenant: str, request_id: str, *, reads_per_minute: int | None, refresh_ttl: float
+    ) -> Poll:
+        keys = [
+            self._key(tenant, "rate", "read"),
+            self._key(tenant, "job", request_id),
+            self._key(tenant, "refresh", request_id),
+        ]
+        now = self._clock()
+        args: list[Arg] = [to_us(now), now, reads_per_minute or 0, self._retention, refresh_ttl]
+        allowed, remaining, reset_us, retry_us, model, created, record, claimed = await self._call(
+            self._poll(keys=keys, args=args)
+        )
+        read = None
+        if reads_per_minute is not None:
+            state = LimitState(READS_PER_MINUTE, reads_per_minute, remaining, reset_us / 1e6)
+            read = (
+                Decision(True, (state,))
+                if allowed
+                else Decision(False, (state,), READS_PER_MINUTE, retry_us / 1e6)
+            )
+        job = None
+        if model:
+            job = StoredJob(tenant, request_id, model.decode(), float(created), bytes(record))
+        return Poll(read, job, bool(claimed))
 
     async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
         keys = [self._key(tenant, "refresh", request_id)]

@@ -286,3 +286,34 @@ async def test_leases(store: Store, clock: FakeClock) -> None:
     clock.advance(0.1)
     assert await store.acquire_lease("reconciler", "b", ttl=10)
     assert not await store.acquire_lease("reconciler", "a", ttl=10)
+
+
+async def test_poll_spends_a_read_proves_ownership_and_claims_once(
+    store: Store, clock: FakeClock
+) -> None:
+    await store.add_job("t", "r1", "m", b'{"status":"queued"}')
+    first = await store.poll_job("t", "r1", reads_per_minute=3, refresh_ttl=1.0)
+    assert first.read is not None
+    assert first.read.allowed
+    assert first.read.limits[0].remaining == 2
+    assert first.job is not None
+    assert first.job.record == b'{"status":"queued"}'
+    assert first.claimed
+    second = await store.poll_job("t", "r1", reads_per_minute=3, refresh_ttl=1.0)
+    assert second.job is not None
+    assert not second.claimed
+    foreign = await store.poll_job("other", "r1", reads_per_minute=None, refresh_ttl=1.0)
+    assert foreign == type(foreign)(None, None, claimed=False)
+    third = await store.poll_job("t", "missing", reads_per_minute=3, refresh_ttl=1.0)
+    assert third.job is None
+    assert third.read is not None
+    assert third.read.allowed
+    refused = await store.poll_job("t", "r1", reads_per_minute=3, refresh_ttl=1.0)
+    assert refused.read is not None
+    assert refused.read.violated == "reads_per_minute"
+    assert refused.job is None
+    assert not refused.claimed
+    clock.advance(20)  # one read back (3 a minute), and the claim window is long over
+    again = await store.poll_job("t", "r1", reads_per_minute=3, refresh_ttl=1.0)
+    assert again.claimed
+    assert again.job is not None
