@@ -114,9 +114,8 @@ def create_app(
             audit_log = AuditLog([log_sink, trail.write])
             app.state.audit = audit_log
             drain = asyncio.create_task(audit_log.run())
-            stack.push_async_callback(
-                stop_audit, drain, audit_log
-            )  # flushed before the store closes
+            # Registered after the store, so it runs first on the way out: flush, then close.
+            stack.push_async_callback(stop_audit, drain, audit_log)
             quotas = Quotas(
                 backend,
                 clock=clock,
