@@ -23,7 +23,7 @@ install: $(STAMP) ## Create .venv and install the gateway with its dev tools
 demo: install ## Run the gateway on the built-in simulator (no Redis, no GMI key, no network)
 	$(BIN)/gmi-gateway demo
 
-tools: ## Find (or install) the programs the tests need: redis-server
+tools: ## Find (or install) the programs the tests need: redis-server, promtool
 	@scripts/ensure-tools
 
 lint: install ## ruff, ruff format --check, mypy --strict, import-linter
