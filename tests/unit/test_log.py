@@ -1,0 +1,48 @@
+"""Client addresses behind proxies, and secret redaction in log lines."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import pytest
+
+from gateway.log import _Redactor, client_address
+
+PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def scope(peer: str, forwarded: str | None = None) -> dict[str, Any]:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded is not None else []
+    return {"client": (peer, 5000), "headers": headers}
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "expected"),
+    [
+        ("203.0.113.9", None, PROXIES, "203.0.113.9"),
+        ("203.0.113.9", "1.2.3.4", PROXIES, "203.0.113.9"),  # not a trusted peer: header ignored
+        ("10.1.2.3", "198.51.100.7", PROXIES, "198.51.100.7"),
+        ("10.1.2.3", "6.6.6.6, 198.51.100.7, 10.9.9.9", PROXIES, "198.51.100.7"),  # spoofed left
+        ("10.1.2.3", "10.4.4.4", PROXIES, "10.1.2.3"),  # nothing untrusted: the peer
+        ("10.1.2.3", "198.51.100.7", (), "10.1.2.3"),  # no trusted proxies configured
+        ("10.1.2.3", "not-an-ip, 198.51.100.7", PROXIES, "198.51.100.7"),
+    ],
+)
+def test_client_address(
+    peer: str, forwarded: str | None, trusted: tuple[Any, ...], expected: str
+) -> None:
+    assert client_address(scope(peer, forwarded), trusted) == expected
+
+
+def test_redactor_scrubs_secret_values_and_sensitive_fields() -> None:
+    redactor = _Redactor(["gmi-super-secret-key"])
+    event = redactor(
+        None,
+        "info",
+        {"event": "boom Bearer gmi-super-secret-key", "authorization": "x", "ok": "fine"},
+    )
+    assert json.dumps(dict(event)).count("gmi-super-secret-key") == 0
+    assert event["authorization"] == "[REDACTED]"
+    assert event["ok"] == "fine"
