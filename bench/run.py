@@ -35,6 +35,7 @@ TENANT_KEY = "bench-tenant-key-0123456789"
 MODEL = "Kling-Text2Video-V2-Master"
 DURATION = os.environ.get("BENCH_SECONDS", "8")
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+SOAK_SECONDS = int(os.environ.get("BENCH_SOAK_SECONDS", "300"))  # 0 skips the memory soak
 RESULTS = Path(__file__).parent / "results"
 POST_SCRIPT = """
 local threads = 0
@@ -131,6 +132,38 @@ def measure(name: str, path: str, url: str, pid: int | None, **options: object) 
     return result
 
 
+def rss_kib(pid: int) -> int:
+    """Resident size of a process and its children (the workers), in KiB."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], check=False, capture_output=True, text=True
+    ).stdout.split()
+    total = 0
+    for one in [str(pid), *children]:
+        status = Path(f"/proc/{one}/status")
+        if status.exists():
+            match = re.search(r"VmRSS:\s+(\d+) kB", status.read_text())
+            total += int(match.group(1)) if match else 0
+    return total
+
+
+def soak(url: str, pid: int, headers: dict[str, str], seconds: int) -> dict[str, object]:
+    """Load one path for ``seconds`` at full rate, sampling the resident size every 30 s."""
+    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    load = subprocess.Popen([*args, url], stdout=subprocess.PIPE, text=True)
+    samples = []
+    while load.poll() is None:
+        samples.append(rss_kib(pid))
+        time.sleep(min(30, seconds / 10))
+    out = load.stdout.read() if load.stdout else ""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    settled = samples[1:] or samples
+    growth = (max(settled) - min(settled)) / min(settled)
+    print(f"  soak {seconds}s: {rps:.0f} req/s, RSS KiB {samples}, growth {growth:.1%}")
+    return {"seconds": seconds, "requests_per_second": rps, "rss_kib": samples, "growth": growth}
+
+
 def nginx_config(workdir: Path, port: int, sim_port: int) -> Path:
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
@@ -164,6 +197,7 @@ def main() -> int:
     need("redis-server", "redis-server")
     workdir = Path(tempfile.mkdtemp(prefix="gmigw-bench-"))
     results: list[Result] = []
+    soaked: dict[str, object] | None = None
     redis = RedisServer(shutil.which("redis-server") or "redis-server").start()
     sim = ServerProcess(
         "sim",
@@ -293,6 +327,8 @@ def main() -> int:
                     connections=4,
                 )
             )
+            if workers == 1 and SOAK_SECONDS and pid:
+                soaked = soak(f"{base}/models", pid, tenant, SOAK_SECONDS)
             gateway.stop()
         results.append(
             measure(
@@ -318,6 +354,7 @@ def main() -> int:
         "connections": CONNECTIONS,
         "results": [asdict(r) for r in results],
         "ratios": ratios(results),
+        "soak_get_models_1_worker": soaked,
     }
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
