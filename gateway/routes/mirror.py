@@ -9,7 +9,7 @@ from litestar import Request, Response, Router, get, post
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
-from gateway.errors import BadRequest, UnknownModel
+from gateway.errors import BadRequest, NotFound, UnknownModel
 from gateway.routes.deps import documented, note_ratelimit, services, tenant_principal, tenant_read
 from gateway.schemas import (
     ErrorBody,
@@ -122,6 +122,8 @@ async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Respons
     principal = tenant_principal(request)
     body, read = await services(request).jobs.get(principal, request_id)
     note_ratelimit(request, read)
+    if body is None:
+        raise NotFound("request not found")
     return _json(body)
 
 

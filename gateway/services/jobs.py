@@ -25,7 +25,6 @@ from gateway.errors import (
     IdempotencyConflict,
     IdempotencyMismatch,
     InvalidPayload,
-    NotFound,
     StoreUnavailable,
     UnknownModel,
     UpstreamRelayedError,
@@ -199,8 +198,11 @@ class Jobs:
         metrics.JOBS_IN_FLIGHT.labels(tenant.id).inc()
         return Submitted(200, response.body, decision)
 
-    async def get(self, principal: Principal, request_id: str) -> tuple[bytes, Decision | None]:
-        """The job's current upstream record, if the tenant owns it, and the read it cost.
+    async def get(
+        self, principal: Principal, request_id: str
+    ) -> tuple[bytes | None, Decision | None]:
+        """The job's current upstream record (``None`` unless the tenant owns it) and the read
+        it cost, so even a 404 carries the RateLimit headers.
 
         One store round trip spends the read, proves ownership and claims the refresh. Status
         polls are coalesced: a terminal record never changes, so once stored it is served
@@ -218,10 +220,9 @@ class Jobs:
             )
         )
         self._quotas.enforce(tenant, poll.read)
-        job = poll.job
-        if job is None:
-            raise NotFound("request not found")
-        return await self._current(job, claimed=poll.claimed), poll.read
+        if poll.job is None:
+            return None, poll.read
+        return await self._current(poll.job, claimed=poll.claimed), poll.read
 
     async def _current(self, job: StoredJob, *, claimed: bool) -> bytes:
         tenant, request_id = job.tenant, job.request_id
