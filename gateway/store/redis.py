@@ -140,13 +140,10 @@ class RedisStore(Store):
             args += ["", 0, "", "", ""]
         else:
             args += [charge.token, charge.cost, charge.day, charge.month, deadline or ""]
-        created, charged = await self._call(self._add_job(keys=keys, args=args))
+        created, charged, stored_model = await self._call(self._add_job(keys=keys, args=args))
         if charged:
             await self._call(self._redis.zadd(self._to_check, {_member(tenant, request_id): now}))
-        stored = await self.get_job(tenant, request_id)
-        if stored is not None:
-            return stored
-        return StoredJob(tenant, request_id, model, float(created), record)
+        return StoredJob(tenant, request_id, stored_model.decode(), float(created), record)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
         fields: list[Any] = await self._call(

@@ -32,4 +32,4 @@ if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
   end
   charged = 1
 end
-return {created, charged}
+return {created, charged, redis.call('HGET', KEYS[1], 'model')}
