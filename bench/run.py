@@ -235,7 +235,7 @@ def main() -> int:
                 "direct",
                 "GET /models",
                 f"{sim.url}{MIRROR}/models",
-                sim._proc.pid if sim._proc else None,
+                sim.pid,
                 headers=upstream,
             )
         )
@@ -244,7 +244,7 @@ def main() -> int:
                 "direct",
                 "GET /requests/{id}",
                 f"{sim.url}{MIRROR}/requests/{stuck}",
-                sim._proc.pid if sim._proc else None,
+                sim.pid,
                 headers=upstream,
             )
         )
@@ -283,7 +283,7 @@ def main() -> int:
                 logdir=workdir,
                 ready_path="/healthz",
             ).start()
-            pid = gateway._proc.pid if gateway._proc else None
+            pid = gateway.pid
             base = gateway.url + MIRROR
             in_flight = httpx.post(
                 f"{base}/requests",

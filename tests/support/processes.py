@@ -78,6 +78,10 @@ class ServerProcess:
             self._proc.kill()
             return self._proc.wait(timeout)
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def send(self, sig: int) -> None:
         assert self._proc is not None
         self._proc.send_signal(sig)
