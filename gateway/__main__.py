@@ -138,7 +138,9 @@ def _demo(args: argparse.Namespace) -> int:
     config = parse_tenants(
         f"tenants:\n  - id: {DEMO_TENANT}\n    keys:\n"
         + "".join(f"      {line}\n" for line in key_entry.splitlines())
-        + '    models: ["*"]\n',
+        + '    models: ["*"]\n'
+        + "    limits: {submits_per_minute: 30, max_concurrent_jobs: 5,"
+        + " video_seconds_per_day: 600, video_seconds_per_month: 12000}\n",
         source="<demo>",
     )
     settings = Settings(upstream_api_key=Secret(sim_key), upstream_url="http://sim" + MIRROR_PREFIX)
@@ -162,6 +164,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _demo_banner(base: str, key: str) -> str:
+    root = base.removesuffix(MIRROR_PREFIX)
     auth = f'-H "Authorization: Bearer {key}"'
     body = json.dumps(
         {
@@ -180,6 +183,7 @@ def _demo_banner(base: str, key: str) -> str:
             f"-H 'Content-Type: application/json' -d '{body}'",
             '  curl -s "$GW/requests/<request_id>" -H "Authorization: Bearer $KEY"   # poll',
             '  curl -s "$GW/requests" -H "Authorization: Bearer $KEY"                # list',
+            f'  curl -s "{root}/v1/usage" -H "Authorization: Bearer $KEY"  # your quotas',
             "",
             f"(the same commands with the key inline: {auth})",
         )

@@ -88,29 +88,23 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
         logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_StdlibRedactionFilter(redactor))
+    # Other libraries' stdlib records (uvicorn, asyncio) become the same redacted JSON lines.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-
-
-class _StdlibRedactionFilter(logging.Filter):
-    """Scrub secrets from stdlib records too (uvicorn, httpx, asyncio tracebacks)."""
-
-    def __init__(self, redactor: _Redactor) -> None:
-        super().__init__()
-        self._redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self._redactor.scrub(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = self._redactor.scrub(
-                logging.Formatter().formatException(record.exc_info)
-            )
-            record.exc_info = None
-        return True
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))  # a line per call is noise
 
 
 def _json_bytes(event: Any, **_: Any) -> bytes:

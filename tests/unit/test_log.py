@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -46,3 +48,25 @@ def test_redactor_scrubs_secret_values_and_sensitive_fields() -> None:
     assert json.dumps(dict(event)).count("gmi-super-secret-key") == 0
     assert event["authorization"] == "[REDACTED]"
     assert event["ok"] == "fine"
+
+
+def test_stdlib_and_structlog_lines_are_json_and_redacted() -> None:
+    """In a fresh interpreter, as the CLI configures it, so this process's logging is untouched."""
+    program = """
+import logging, structlog
+from gateway.log import configure_logging
+configure_logging("info", secrets=["gmi-chain-secret"])
+structlog.get_logger("gateway.x").info("direct gmi-chain-secret", detail="gmi-chain-secret")
+logging.getLogger("uvicorn.error").info("stdlib %s", "gmi-chain-secret")
+try:
+    raise ValueError("gmi-chain-secret in a traceback")
+except ValueError:
+    logging.getLogger("asyncio").exception("crash")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["direct [REDACTED]", "stdlib [REDACTED]", "crash"]
+    assert "gmi-chain-secret" not in done.stdout + done.stderr
+    assert lines[2]["exception"].endswith("ValueError: [REDACTED] in a traceback")
