@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, get, post
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.enums import ParamType
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 from litestar.params import FromPath
 
 from gateway.errors import BadRequest, NotFound, UnknownModel
@@ -32,6 +41,7 @@ _ERRORS = {
         (400, "Invalid body or query"),
         (401, "Missing, unknown or expired key"),
         (404, "Unknown model, or a request id this tenant does not own"),
+        (429, "A tenant limit: code rate_limited, concurrency_exceeded or budget_exhausted"),
         (503, "Upstream or store unavailable"),
     )
 }
@@ -73,10 +83,25 @@ async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Response[by
     return _cacheable(request, entry.value.raw, entry.value.etag, entry.cache)
 
 
+@dataclass
 class _SubmitOperation(Operation):
-    """Documents the submit body, which the handler reads raw to forward it byte for byte."""
+    """Documents the submit body (read raw, to forward it byte for byte) and Idempotency-Key."""
 
     def __post_init__(self) -> None:
+        self.parameters = [
+            *(self.parameters or []),
+            Parameter(
+                name="Idempotency-Key",
+                param_in=ParamType.HEADER,
+                required=False,
+                description=(
+                    "Replays within 24 h return the stored answer without a second job or "
+                    "charge (Idempotent-Replayed: true); the same key with another body is 422, "
+                    "while the first is in flight 409."
+                ),
+                schema=Schema(type=OpenAPIType.STRING, max_length=255),
+            ),
+        ]
         self.request_body = RequestBody(
             required=True,
             content={

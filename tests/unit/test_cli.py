@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -57,3 +58,12 @@ def test_openapi_documents_every_mirror_route() -> None:
     document = openapi_document()
     for path in ("/models", "/models/{model_id}", "/requests", "/requests/{request_id}"):
         assert f'"/api/v1/ie/requestqueue/apikey{path}"' in document
+
+
+def test_openapi_documents_the_submit_body_and_idempotency_key() -> None:
+    submit = json.loads(openapi_document())["paths"]["/api/v1/ie/requestqueue/apikey/requests"]
+    post = submit["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["model", "payload"]
+    assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
+    assert {"400", "401", "404", "429", "503"} <= set(post["responses"])
