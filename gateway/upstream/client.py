@@ -26,16 +26,22 @@ __all__ = ("UpstreamClient", "UpstreamResponse")
 
 try:
     _VERSION = version("gmi-gateway")
-except PackageNotFoundError:
+except PackageNotFoundError:  # running from a checkout that was never installed
     _VERSION = "0.0.0"
 
 _SUBMIT = "POST /requests"
+# Failures raised before a single byte of the request left: a submit that hit one is safe to
+# report as "not sent". Everything else (read/write timeouts, broken connections, protocol
+# errors) may come after the upstream received the request.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:
-    """An upstream answer: status, raw body (passed through unchanged), Retry-After, latency."""
+    """An upstream answer: status, raw body (passed through unchanged), Retry-After, latency.
+
+    ``elapsed`` is the duration of the attempt that produced this answer, in seconds.
+    """
 
     status: int
     body: bytes
@@ -44,7 +50,11 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    """Calls the upstream's five request-queue routes with the shared key."""
+    """Calls the upstream's request-queue routes with the gateway's one shared key.
+
+    One pooled ``httpx.AsyncClient`` per instance (keep-alive = pool size, so a burst never
+    closes connections it is about to need again); build one per process and share it.
+    """
 
     def __init__(
         self,
@@ -73,17 +83,20 @@ class UpstreamClient:
         }
         if org_id:
             headers["X-Organization-ID"] = org_id
+        # A write that stalls is as slow as a read that does; waiting for a pooled connection
+        # is bounded like opening one.
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+        )
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers=headers,
-            timeout=httpx.Timeout(
-                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-            ),
+            timeout=self._timeout,
             limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             follow_redirects=False,
             transport=transport,
         )
-        self._read_timeout = read_timeout
+        self._pool_size = pool_size
         self._get_attempts = max(1, get_attempts)
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
@@ -92,34 +105,43 @@ class UpstreamClient:
         )
         self._sleep = sleep
         self._clock = clock
+        self._closed = False
         self.circuit = CircuitBreaker(
             threshold=circuit_threshold, cooldown=circuit_cooldown, clock=clock
         )
 
     def __repr__(self) -> str:
+        # The default repr would reach the headers, hence the key.
         return f"UpstreamClient(base_url={str(self._http.base_url)!r})"
 
     async def list_models(self) -> UpstreamResponse:
+        """``GET /models``, retried."""
         return await self._get("GET /models", "/models")
 
     async def get_model(self, model_id: str) -> UpstreamResponse:
+        """``GET /models/{model_id}``, retried; the id can never change the path."""
         return await self._get("GET /models/{model_id}", f"/models/{_segment(model_id)}")
 
     async def get_request(self, request_id: str) -> UpstreamResponse:
+        """``GET /requests/{request_id}``, retried; the id can never change the path."""
         return await self._get("GET /requests/{request_id}", f"/requests/{_segment(request_id)}")
 
     async def list_requests(self, params: Mapping[str, str]) -> UpstreamResponse:
+        """``GET /requests`` with the given query parameters, retried."""
         return await self._get("GET /requests", "/requests", params)
 
     async def submit(self, body: bytes) -> UpstreamResponse:
-        """``POST /requests`` once.
+        """``POST /requests`` exactly once, ``body`` sent as-is; never retried.
 
         Raises:
-            UpstreamUnavailable: the request never reached the upstream (safe to report as such).
-            UpstreamAmbiguous: it may have reached the upstream; the job may exist.
+            UpstreamUnavailable: the request provably never reached the upstream (or the circuit
+                is open, or the client is closed): nothing was created.
+            UpstreamAmbiguous: the request may have reached the upstream; the job may exist and
+                be billed.
         """
-        self._check_circuit(_SUBMIT)
+        probe = self._admit(_SUBMIT)
         started = self._clock()
+        failure: UpstreamError | None = None
         try:
             response = await self._http.post(
                 "/requests", content=body, headers={"Content-Type": "application/json"}
@@ -127,13 +149,87 @@ class UpstreamClient:
         except httpx.HTTPError as exc:
             _observe(_SUBMIT, type(exc).__name__, self._clock() - started)
             self.circuit.record(ok=False)
-            raise self._submit_error(exc) from None
+            message = self._describe(_SUBMIT, exc)
+            sent = not isinstance(exc, _NOT_SENT)
+            failure = UpstreamAmbiguous(message) if sent else UpstreamUnavailable(message)
+        except BaseException:
+            self._abandon(probe)
+            raise
+        if failure is not None:
+            # Raised outside the handler so neither __cause__ nor __context__ keeps the httpx
+            # exception, whose request carries the Authorization header.
+            raise failure
         result = _response(response, self._clock() - started)
         _observe(_SUBMIT, str(result.status), result.elapsed)
         self.circuit.record(ok=result.status not in RETRYABLE_STATUSES)
         return result
 
-    def _check_circuit(self, endpoint: str) -> None:
+    async def aclose(self) -> None:
+        """Close the pool; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._http.aclose()
+
+    async def _get(
+        self, endpoint: str, path: str, params: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        """GET with retries on transport errors and 429/5xx, each retry paid from the budget.
+
+        The last answer is returned, even a 5xx: the gateway relays it. Transport failures
+        raise :class:`UpstreamUnavailable` once no retry is left (attempts, budget, circuit).
+        """
+        self._budget.deposit()
+        attempt = 0
+        last: UpstreamResponse | None = None
+        failure: UpstreamUnavailable | None = None
+        while True:
+            attempt += 1
+            if attempt == 1:
+                probe = self._admit(endpoint)
+            else:
+                gate = self._gate()
+                if gate is None:
+                    break  # closed, or the circuit opened while we retried: report what we have
+                probe = gate
+            started = self._clock()
+            try:
+                response = await self._http.get(path, params=params)
+            except httpx.HTTPError as exc:
+                _observe(endpoint, type(exc).__name__, self._clock() - started)
+                self.circuit.record(ok=False)
+                last = None
+                failure = UpstreamUnavailable(self._describe(endpoint, exc, attempts=attempt))
+            except BaseException:
+                self._abandon(probe)
+                raise
+            else:
+                last = _response(response, self._clock() - started)
+                failure = None
+                _observe(endpoint, str(last.status), last.elapsed)
+                self.circuit.record(ok=last.status not in RETRYABLE_STATUSES)
+                if last.status not in RETRYABLE_STATUSES:
+                    return last
+            if attempt >= self._get_attempts or not self._budget.try_withdraw():
+                break
+            await self._sleep(
+                backoff_delay(
+                    attempt,
+                    base=self._backoff_base,
+                    maximum=self._backoff_max,
+                    retry_after=last.retry_after if last is not None else None,
+                )
+            )
+        if last is not None:
+            return last
+        assert failure is not None  # the loop only breaks after an attempt
+        raise failure  # outside any handler: no httpx exception (or its headers) in the chain
+
+    def _admit(self, endpoint: str) -> bool:
+        """Raise when the call must not go out; otherwise say whether it is the circuit's probe."""
+        if self._closed:
+            raise UpstreamUnavailable(f"upstream client is closed; {endpoint} not sent")
+        half_open = self.circuit.state == "half_open"
         wait = self.circuit.wait_before_call()
         if wait is not None:
             _observe(endpoint, "circuit_open", 0.0)
@@ -141,55 +237,51 @@ class UpstreamClient:
                 f"upstream circuit open after repeated failures; retry in {wait:.0f}s",
                 retry_after=wait,
             )
+        return half_open
 
-    def _submit_error(self, exc: httpx.HTTPError) -> UpstreamError:
-        """Sort a failed submit: provably never sent, or possibly sent (ambiguous)."""
-        if isinstance(exc, _NOT_SENT):
-            return UpstreamUnavailable(_describe("POST /requests", exc))
-        if isinstance(exc, httpx.TimeoutException):
-            return UpstreamAmbiguous(
-                f"upstream did not answer POST /requests within {self._read_timeout}s "
-                f"({type(exc).__name__})"
-            )
-        return UpstreamAmbiguous(_describe("POST /requests", exc))
+    def _gate(self) -> bool | None:
+        """Like :meth:`_admit` for a retry: ``None`` (stop retrying) instead of raising."""
+        if self._closed:
+            return None
+        half_open = self.circuit.state == "half_open"
+        return half_open if self.circuit.wait_before_call() is None else None
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def _abandon(self, probe: bool) -> None:
+        """A call ended without an outcome (cancelled, unexpected error).
 
-    async def _get(
-        self, endpoint: str, path: str, params: Mapping[str, str] | None = None
-    ) -> UpstreamResponse:
-        self._budget.deposit()
-        attempt = 0
-        while True:
-            attempt += 1
-            self._check_circuit(endpoint)
-            started = self._clock()
-            retry_after: str | None = None
-            try:
-                response = await self._http.get(path, params=params)
-            except httpx.HTTPError as exc:
-                _observe(endpoint, type(exc).__name__, self._clock() - started)
-                self.circuit.record(ok=False)
-                if attempt >= self._get_attempts or not self._budget.try_withdraw():
-                    raise UpstreamUnavailable(_describe(endpoint, exc)) from None
-            else:
-                result = _response(response, self._clock() - started)
-                _observe(endpoint, str(result.status), result.elapsed)
-                self.circuit.record(ok=result.status not in RETRYABLE_STATUSES)
-                if result.status not in RETRYABLE_STATUSES or attempt >= self._get_attempts:
-                    return result
-                if not self._budget.try_withdraw():
-                    return result
-                retry_after = result.retry_after
-            await self._sleep(
-                backoff_delay(
-                    attempt,
-                    base=self._backoff_base,
-                    maximum=self._backoff_max,
-                    retry_after=retry_after,
+        If it was the circuit's only probe, count it as a failure: otherwise the breaker would
+        wait for that probe's verdict forever and never let another call through.
+        """
+        if probe:
+            self.circuit.record(ok=False)
+
+    def _describe(self, endpoint: str, exc: httpx.HTTPError, *, attempts: int = 1) -> str:
+        """Say what failed, in words, without the URL, the headers or the exception's text."""
+        timeout = self._timeout
+        match exc:
+            case httpx.ConnectTimeout():
+                what = f"upstream connect timed out after {timeout.connect}s on {endpoint}"
+            case httpx.PoolTimeout():
+                what = (
+                    f"no upstream connection free within {timeout.pool}s on {endpoint} "
+                    f"(all {self._pool_size} busy)"
                 )
-            )
+            case httpx.ReadTimeout():
+                what = f"upstream read timed out after {timeout.read}s on {endpoint}"
+            case httpx.WriteTimeout():
+                what = f"upstream write timed out after {timeout.write}s on {endpoint}"
+            case httpx.ConnectError():
+                what = f"could not connect to the upstream on {endpoint}"
+            case httpx.RemoteProtocolError():
+                what = (
+                    f"upstream broke the HTTP exchange on {endpoint} (connection closed or reset)"
+                )
+            case httpx.UnsupportedProtocol():
+                what = f"upstream URL has an unsupported scheme; {endpoint} not sent"
+            case _:
+                what = f"upstream transport failed on {endpoint}"
+        attempted = f", {attempts} attempts" if attempts > 1 else ""
+        return f"{what} ({type(exc).__name__}{attempted})"
 
 
 def _observe(endpoint: str, status: str, elapsed: float) -> None:
@@ -198,7 +290,10 @@ def _observe(endpoint: str, status: str, elapsed: float) -> None:
 
 
 def _segment(value: str) -> str:
-    """Percent-encode a path parameter so it can never change the path (``..``, ``/``)."""
+    """Percent-encode a path parameter so it can never change the path (``/``, ``?``, ``..``).
+
+    ``quote`` leaves dots alone and httpx removes ``.``/``..`` segments, hence the extra step.
+    """
     encoded = quote(value, safe="")
     return encoded.replace(".", "%2E") if encoded in {".", ".."} else encoded
 
@@ -210,8 +305,3 @@ def _response(response: httpx.Response, elapsed: float) -> UpstreamResponse:
         retry_after=response.headers.get("retry-after"),
         elapsed=elapsed,
     )
-
-
-def _describe(what: str, exc: httpx.HTTPError) -> str:
-    """A message without URLs or headers: the class name says what failed."""
-    return f"upstream {what} failed: {type(exc).__name__}"

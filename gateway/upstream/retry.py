@@ -15,7 +15,13 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class RetryBudget:
-    """Token bucket: each request deposits ``ratio`` tokens, each retry withdraws one."""
+    """Token bucket: each first attempt deposits ``ratio`` tokens, each retry withdraws one.
+
+    A steady refill of ``min_per_second`` keeps retries possible at low traffic. The bucket
+    starts full and holds at most ``cap`` tokens: a burst of failures can spend at most ``cap``
+    retries, after which retries run at ``ratio`` of traffic plus ``min_per_second``.
+    Not thread-safe; one per event loop (asyncio runs its methods without interleaving).
+    """
 
     def __init__(
         self, *, ratio: float, min_per_second: float, clock: Callable[[], float], cap: float = 100.0
