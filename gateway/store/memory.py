@@ -83,14 +83,18 @@ class MemoryStore(Store):
         charge: Charge | None = None,
         deadline: float | None = None,
     ) -> StoredJob:
-        jobs = self._jobs.setdefault(tenant, {})
-        existing = self._live(jobs.get(request_id))
         now = self._clock()
-        job = (
-            replace(existing, record=record)
-            if existing is not None
-            else StoredJob(tenant, request_id, model, now, record)
-        )
+        jobs = self._purged(tenant, now)
+        existing = self._live(jobs.get(request_id))
+        if existing is not None:
+            job = replace(existing, record=record)
+        else:
+            # An expired leftover is dropped first so the new job goes to the end of the
+            # insertion order, which _purged relies on.
+            if jobs.pop(request_id, None) is not None:  # its charge expired with it, as in Redis
+                self._charges.pop((tenant, request_id), None)
+                self._to_check.pop((tenant, request_id), None)
+            job = StoredJob(tenant, request_id, model, now, record)
         jobs[request_id] = job
         if charge is not None and (tenant, request_id) not in self._charges:
             self._charges[tenant, request_id] = _Charged(charge)
@@ -112,10 +116,13 @@ class MemoryStore(Store):
     async def list_jobs(
         self, tenant: str, *, model: str | None = None, limit: int = 100, offset: int = 0
     ) -> JobPage:
-        jobs = self._jobs.get(tenant, {})
-        for request_id in [rid for rid, job in jobs.items() if self._live(job) is None]:
-            del jobs[request_id]
-        matching = [j for j in jobs.values() if model is None or j.model == model]
+        _check_page(limit, offset)
+        jobs = self._purged(tenant, self._clock())
+        matching = [
+            job
+            for job in jobs.values()
+            if self._live(job) is not None and (model is None or job.model == model)
+        ]
         matching.sort(key=lambda j: (j.created_at, j.request_id), reverse=True)
         return JobPage(matching[offset : offset + limit], len(matching))
 
@@ -321,9 +328,28 @@ class MemoryStore(Store):
     # --- internals --------------------------------------------------------------------------
 
     def _live(self, job: StoredJob | None) -> StoredJob | None:
-        if job is None or job.created_at + self._retention <= self._clock():
+        """``job`` unless it has outlived retention (the expression the Lua scripts use)."""
+        if job is None or job.created_at <= self._clock() - self._retention:
             return None
         return job
+
+    def _purged(self, tenant: str, now: float) -> dict[str, StoredJob]:
+        """The tenant's jobs after dropping expired ones from the front, as Redis trims its index.
+
+        Jobs are kept in insertion order, which is ``created_at`` order while the clock does not
+        go back, so this costs only the expired jobs it drops. (A clock that goes back only leaves
+        some expired jobs in place; ``_live`` still hides them.)
+        """
+        jobs = self._jobs.setdefault(tenant, {})
+        cutoff = now - self._retention
+        while jobs:
+            request_id, oldest = next(iter(jobs.items()))
+            if oldest.created_at > cutoff:
+                break
+            del jobs[request_id]
+            self._charges.pop((tenant, request_id), None)
+            self._to_check.pop((tenant, request_id), None)
+        return jobs
 
     def _live_slots(self, tenant: str, now: float) -> dict[str, float]:
         slots = self._slots.setdefault(tenant, {})
@@ -336,3 +362,9 @@ class MemoryStore(Store):
             used = self._budgets.get((tenant, period))
             if used is not None:
                 self._budgets[tenant, period] = max(0, used - charge.cost)
+
+
+def _check_page(limit: int, offset: int) -> None:
+    """Refuse a page the contract leaves to the caller, so both backends fail alike."""
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be >= 1 and offset >= 0, not {limit} and {offset}")

@@ -27,7 +27,7 @@ from gateway.store.base import (
     StoreError,
     SubmitLimits,
 )
-from gateway.store.keys import tenant_key
+from gateway.store.keys import store_key
 from gateway.store.limits import RateResult, decide_submit, to_us, usage_states
 
 __all__ = ("RedisStore",)
@@ -73,10 +73,10 @@ class RedisStore(Store):
         self._lease = _script(client, "lease")
         self._claim = _script(client, "claim")
         self._poll = _script(client, "poll")
-        self._to_check = f"{prefix}:reconcile"  # spans tenants; never used inside a script
-        self._catalog = f"{prefix}:catalog"  # the upstream's catalog is the same for everyone
-        self._generation = f"{prefix}:catalog:generation"
-        self._audit_global = f"{prefix}:audit"
+        self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
+        self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
+        self._generation = store_key(prefix, None, "catalog", "generation")
+        self._audit_global = store_key(prefix, None, "audit")
         self._audit_max = audit_max_events
         self._audit_retention = audit_retention_seconds
 
@@ -95,7 +95,10 @@ class RedisStore(Store):
         """A store over a new connection pool with short timeouts (a dead Redis fails fast).
 
         At most ``max_connections`` operations run at once; more wait their turn (see
-        ``_call``) instead of failing with "Too many connections".
+        ``_call``) instead of failing with "Too many connections". Pooled connections are
+        health-checked after 15 s idle. Nothing is retried here: a script whose reply was lost
+        may have run, and running ``reserve`` twice would charge twice, so failures surface as
+        ``StoreError`` and the services decide.
         """
         pool = aioredis.ConnectionPool.from_url(
             url,
@@ -116,7 +119,7 @@ class RedisStore(Store):
         )
 
     def _key(self, tenant: str, *parts: str) -> str:
-        return tenant_key(self._prefix, tenant, *parts)
+        return store_key(self._prefix, tenant, *parts)
 
     async def add_job(
         self,
@@ -139,7 +142,8 @@ class RedisStore(Store):
         if charge is None:
             args += ["", 0, "", "", ""]
         else:
-            args += [charge.token, charge.cost, charge.day, charge.month, deadline or ""]
+            args += [charge.token, charge.cost, charge.day, charge.month]
+            args.append("" if deadline is None else deadline)
         created, charged, stored_model = await self._call(self._add_job(keys=keys, args=args))
         if charged:
             await self._call(self._redis.zadd(self._to_check, {_member(tenant, request_id): now}))
@@ -159,21 +163,18 @@ class RedisStore(Store):
     async def list_jobs(
         self, tenant: str, *, model: str | None = None, limit: int = 100, offset: int = 0
     ) -> JobPage:
-        index = self._key(tenant, "jobs", "model", model) if model else self._key(tenant, "jobs")
-        args: list[Arg] = [self._clock(), self._retention, offset, limit]
-        total, ids = await self._call(self._list_jobs(keys=[index], args=args))
-        if not ids:
-            return JobPage([], int(total))
-        pipe = self._redis.pipeline(transaction=False)
-        for raw_id in ids:
-            _ = pipe.hmget(
-                self._key(tenant, "job", raw_id.decode()), "model", "created_at", "record"
-            )
-        rows = await self._call(pipe.execute())
+        _check_page(limit, offset)  # limit 0 would be ZREVRANGE 0 -1: the whole index
+        index = (
+            self._key(tenant, "jobs", "model", model)
+            if model is not None
+            else self._key(tenant, "jobs")
+        )
+        job_prefix = self._key(tenant, "job", "")
+        args: list[Arg] = [self._clock(), self._retention, offset, limit, job_prefix]
+        total, rows = await self._call(self._list_jobs(keys=[index], args=args))
         jobs = [
-            job
-            for raw_id, fields in zip(ids, rows, strict=True)
-            if (job := self._job(tenant, raw_id.decode(), fields)) is not None
+            StoredJob(tenant, raw_id.decode(), model_id.decode(), float(created), bytes(record))
+            for raw_id, model_id, created, record in rows
         ]
         return JobPage(jobs, int(total))
 
@@ -351,7 +352,7 @@ class RedisStore(Store):
         await self._call(self._redis.delete(self._key(tenant, "idempotency", key)))
 
     async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
-        keys = [f"{self._prefix}:lease:{name}"]
+        keys = [store_key(self._prefix, None, "lease", name)]
         args: list[Arg] = [holder, self._clock(), ttl]
         return bool(await self._call(self._lease(keys=keys, args=args)))
 
@@ -418,7 +419,7 @@ class RedisStore(Store):
         if model is None or created is None or record is None:
             return None
         created_at = float(created)
-        if created_at + self._retention <= self._clock():
+        if created_at <= self._clock() - self._retention:  # the scripts' expression, exactly
             return None
         return StoredJob(tenant, request_id, model.decode(), created_at, bytes(record))
 
@@ -442,3 +443,9 @@ def _member(tenant: str, request_id: str) -> str:
 def _without_credentials(message: str) -> str:
     """redis-py messages name host and port, never the password; drop any URL to be sure."""
     return " ".join("<url>" if "://" in word else word for word in message.split())
+
+
+def _check_page(limit: int, offset: int) -> None:
+    """Refuse a page the contract leaves to the caller, so both backends fail alike."""
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be >= 1 and offset >= 0, not {limit} and {offset}")

@@ -1,8 +1,12 @@
-"""The ``store`` fixture: every contract test runs against the memory and the Redis backend."""
+"""The ``store`` fixture: every contract test runs against the memory and the Redis backend.
+
+The ``redis_server`` fixture comes from ``tests.support.redis_server`` (registered as a plugin
+by the root ``conftest.py``). A test can override ``retention`` by parametrizing it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -12,6 +16,7 @@ from gateway.store.redis import RedisStore
 from tests.support.redis_server import RedisServer
 
 RETENTION = 1000.0
+BACKENDS = ("memory", pytest.param("redis", marks=pytest.mark.redis))
 
 
 class FakeClock:
@@ -32,13 +37,28 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Store]:
-    if request.param == "memory":
-        yield MemoryStore(clock=clock, job_retention_seconds=RETENTION)
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
+@pytest.fixture
+def retention() -> float:
+    return RETENTION
+
+
+def memory_store(clock: Callable[[], float], retention: float) -> MemoryStore:
+    return MemoryStore(clock=clock, job_retention_seconds=retention)
+
+
+def redis_store(server: RedisServer, clock: Callable[[], float], retention: float) -> RedisStore:
+    """A store on a freshly flushed database of the session's server."""
     server.flush()
-    backend = RedisStore.from_url(server.url, clock=clock, job_retention_seconds=RETENTION)
+    return RedisStore.from_url(server.url, clock=clock, job_retention_seconds=retention)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(
+    request: pytest.FixtureRequest, clock: FakeClock, retention: float
+) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield memory_store(clock, retention)
+        return
+    backend = redis_store(request.getfixturevalue("redis_server"), clock, retention)
     yield backend
     await backend.aclose()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
-from gateway.store import Store
+from gateway.store import JobPage, Store, StoredJob
 from tests.store.conftest import RETENTION, FakeClock
 
 M1 = "Kling-Text2Video-V2-Master"
@@ -41,7 +42,24 @@ async def test_same_request_id_under_two_tenants_is_two_jobs(store: Store) -> No
     assert job_b is not None
     assert (job_a.record, job_a.model) == (b"a", M1)
     assert (job_b.record, job_b.model) == (b"b", M2)
-    assert (await store.list_jobs("a")).total == 1
+    assert await store.update_job_record("b", "same", b"b2")
+    job_a = await store.get_job("a", "same")
+    assert job_a is not None
+    assert job_a.record == b"a"
+    for tenant, model in (("a", M1), ("b", M2)):
+        page = await store.list_jobs(tenant)
+        assert [(j.tenant, j.model) for j in page.jobs] == [(tenant, model)]
+        assert page.total == 1
+
+
+async def test_a_tenant_lists_only_its_own_jobs(store: Store) -> None:
+    for n in range(3):
+        await store.add_job("a", f"a{n}", M1, b"")
+    await store.add_job("b", "b0", M1, b"")
+    assert (await store.list_jobs("b")).total == 1
+    assert (await store.list_jobs("b", model=M1)).total == 1
+    assert (await store.list_jobs("a", model=M1)).total == 3
+    assert await store.list_jobs("nobody") == JobPage([], 0)
 
 
 async def test_re_adding_keeps_created_at_and_position(store: Store, clock: FakeClock) -> None:
@@ -58,6 +76,24 @@ async def test_re_adding_keeps_created_at_and_position(store: Store, clock: Fake
     assert page.total == 2
 
 
+async def test_re_adding_under_another_model_keeps_the_original(
+    store: Store, clock: FakeClock
+) -> None:
+    first = await store.add_job("a", "r1", M1, b"first")
+    clock.advance(1)
+    again = await store.add_job("a", "r1", M2, b"second")
+    assert again == StoredJob("a", "r1", M1, first.created_at, b"second")
+    assert await store.get_job("a", "r1") == again
+    assert (await store.list_jobs("a", model=M1)).jobs == [again]
+    assert await store.list_jobs("a", model=M2) == JobPage([], 0)
+
+
+async def test_add_answers_what_get_returns(store: Store) -> None:
+    added = await store.add_job("a", "r1", M1, b'{"status":"queued"}')
+    assert await store.get_job("a", "r1") == added
+    assert (await store.list_jobs("a")).jobs == [added]
+
+
 async def test_update_replaces_only_owned_records(store: Store) -> None:
     await store.add_job("a", "r1", M1, b"old")
     assert await store.update_job_record("a", "r1", b"new") is True
@@ -68,6 +104,8 @@ async def test_update_replaces_only_owned_records(store: Store) -> None:
     assert job.record == b"new"
     assert await store.get_job("b", "r1") is None
     assert await store.get_job("a", "missing") is None
+    assert await store.list_jobs("b") == JobPage([], 0)
+    assert (await store.list_jobs("a")).total == 1
 
 
 async def test_list_is_newest_first_with_larger_id_first_on_ties(
@@ -93,6 +131,8 @@ async def test_model_filter_and_totals(store: Store, clock: FakeClock) -> None:
     assert [j.request_id for j in kling.jobs] == ["k2", "k1"]
     assert kling.total == 3
     assert (await store.list_jobs("a", model="kling-text2video-v2-master")).total == 0
+    assert await store.list_jobs("a", model="") == JobPage([], 0)
+    assert (await store.list_jobs("a")).total == 4
 
 
 @pytest.mark.parametrize(
@@ -129,8 +169,48 @@ async def test_expired_id_can_be_added_afresh(store: Store, clock: FakeClock) ->
     await store.add_job("a", "r", M1, b"old")
     clock.advance(RETENTION)
     again = await store.add_job("a", "r", M2, b"new")
-    assert again.created_at == clock.now
-    assert again.model == M2
+    assert again == StoredJob("a", "r", M2, clock.now, b"new")
+    assert await store.list_jobs("a", model=M1) == JobPage([], 0)
+    assert await store.list_jobs("a", model=M2) == JobPage([again], 1)
+    assert await store.list_jobs("a") == JobPage([again], 1)
+
+
+async def test_re_adding_does_not_extend_retention(store: Store, clock: FakeClock) -> None:
+    await store.add_job("a", "r", M1, b"1")
+    clock.advance(RETENTION - 1)
+    await store.add_job("a", "r", M1, b"2")
+    clock.advance(1)
+    assert await store.get_job("a", "r") is None
+    assert await store.list_jobs("a") == JobPage([], 0)
+
+
+# (created_at, retention): instants near created_at + retention where ``created + retention <=
+# now`` and ``created <= now - retention`` disagree in floating point. Lookups, the index and
+# the totals must still agree with each other at every instant.
+FLOAT_EDGES = [
+    (0.9014274576114836, 22322.111021323864),
+    (0.13436424411240122, 25.50690257394217),
+    (93.64405867994596, 507717.2505113161),
+]
+
+
+@pytest.mark.parametrize(
+    ("created", "retention"), FLOAT_EDGES, ids=[f"edge{n}" for n in range(len(FLOAT_EDGES))]
+)
+async def test_retention_edge_is_the_same_for_lookups_and_lists(
+    store: Store, clock: FakeClock, created: float, retention: float
+) -> None:
+    clock.now = created
+    await store.add_job("a", "r", M1, b"")
+    instant = math.nextafter(created + retention, -math.inf)
+    for _ in range(5):
+        clock.now = instant
+        found = await store.get_job("a", "r") is not None
+        page, by_model = await store.list_jobs("a"), await store.list_jobs("a", model=M1)
+        assert (page.total, len(page.jobs)) == (int(found), int(found)), instant
+        assert (by_model.total, len(by_model.jobs)) == (int(found), int(found)), instant
+        instant = math.nextafter(instant, math.inf)
+    assert not found
 
 
 async def test_concurrent_adds_all_land(store: Store) -> None:
@@ -138,6 +218,15 @@ async def test_concurrent_adds_all_land(store: Store) -> None:
     page = await store.list_jobs("a", limit=1000)
     assert page.total == 200
     assert len({j.request_id for j in page.jobs}) == 200
+
+
+async def test_concurrent_re_adds_of_one_id_make_one_job(store: Store) -> None:
+    records = [str(n).encode() for n in range(50)]
+    added = await asyncio.gather(*(store.add_job("a", "r", M1, rec) for rec in records))
+    assert len({job.created_at for job in added}) == 1
+    page = await store.list_jobs("a")
+    assert page.total == 1
+    assert page.jobs[0].record in records
 
 
 async def test_ping_and_close(store: Store) -> None:
@@ -181,3 +270,12 @@ async def test_audit_trails_newest_first_with_cursors(store: Store) -> None:
     assert [body for _, body in rest] == [b"1"]
     assert await store.read_audit("a", before=rest[-1][0], count=10) == []
     assert await store.read_audit("nobody", before=None, count=10) == []
+
+
+@pytest.mark.parametrize(("limit", "offset"), [(0, 0), (-1, 0), (1, -1)])
+async def test_a_page_the_caller_should_have_refused_is_an_error(
+    store: Store, limit: int, offset: int
+) -> None:
+    await store.add_job("a", "r", M1, b"")
+    with pytest.raises(ValueError, match="limit must be"):
+        await store.list_jobs("a", limit=limit, offset=offset)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 
 from gateway.store import StoreError
+from gateway.store.base import Charge, SubmitLimits
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
 from tests.support.redis_server import RedisServer, find_redis_server
@@ -44,6 +47,28 @@ async def test_scripts_are_reloaded_after_script_flush(
     assert (await store.list_jobs("a")).total == 2
 
 
+async def test_a_script_error_is_a_store_error(store: RedisStore, own_server: RedisServer) -> None:
+    with redis.Redis.from_url(own_server.url) as client:
+        client.set("gmigw:{a}:job:r1", "not a hash")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        await store.add_job("a", "r1", "m", b"")
+    with pytest.raises(StoreError, match="WRONGTYPE"):
+        await store.get_job("a", "r1")
+
+
+async def test_a_wrong_password_is_a_store_error_without_it(
+    own_server: RedisServer, clock: FakeClock
+) -> None:
+    wrong = "not-the-password-4f2a"
+    url = own_server.url.replace(PASSWORD, wrong)
+    backend = RedisStore.from_url(url, clock=clock)
+    with pytest.raises(StoreError) as caught:
+        await backend.ping()
+    await backend.aclose()
+    assert wrong not in str(caught.value)
+    assert url not in str(caught.value)
+
+
 async def test_dead_server_is_a_store_error_without_credentials(
     store: RedisStore, own_server: RedisServer
 ) -> None:
@@ -58,28 +83,72 @@ async def test_dead_server_is_a_store_error_without_credentials(
         with pytest.raises(StoreError) as caught:
             await operation
         assert PASSWORD not in str(caught.value)
-        assert caught.value.__cause__ is None or PASSWORD not in str(caught.value.__cause__)
+        assert own_server.url not in str(caught.value)
+        assert caught.value.__cause__ is None
 
 
 async def test_same_store_recovers_when_redis_comes_back(
     store: RedisStore, own_server: RedisServer
 ) -> None:
+    await store.add_job("a", "before", "m", b"")
+    port = own_server.port
     own_server.stop()
     with pytest.raises(StoreError):
         await store.ping()
     own_server.start()
+    assert own_server.port == port
     await store.ping()
+    assert await store.get_job("a", "before") is None  # nothing persisted: a fresh server
     await store.add_job("a", "r", "m", b"x")
     assert await store.get_job("a", "r") is not None
 
 
 async def test_every_key_carries_the_tenant_hash_tag(
-    store: RedisStore, own_server: RedisServer
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
 ) -> None:
-    await store.add_job("studio-web", "r1", "Kling-Text2Video-V2-Master", b"")
-    await store.list_jobs("studio-web", model="Kling-Text2Video-V2-Master")
+    tenant, model = "studio-web", "Kling-Text2Video-V2-Master"
+    await store.add_job(tenant, "r1", model, b"")
+    await store.add_job(tenant, "r2", "Veo3", b"")
+    await store.update_job_record(tenant, "r1", b"{}")
+    await store.get_job(tenant, "r1")
+    await store.list_jobs(tenant, model=model)
+    await store.poll_job(tenant, "r1", reads_per_minute=10, refresh_ttl=1.0)
+    await store.begin_idempotent(tenant, "idem", "fp", ttl=60)
+    day = Charge("tok", 5, "2026-11-23", "2026-11", clock.now + 10, clock.now + 100)
+    limits = SubmitLimits(submits_per_minute=5, max_concurrent_jobs=2, video_seconds_per_day=50)
+    assert (await store.reserve_submit(tenant, day, limits, hold_until=clock.now + 60)).allowed
     client = aioredis.Redis.from_url(own_server.url)
-    keys = [key.decode() for key in await client.keys("*")]
+    keys = sorted(key.decode() for key in await client.keys("*"))
     await client.aclose()
-    assert keys
-    assert all(key.startswith("gmigw:{studio-web}:") for key in keys)
+    assert len(keys) >= 10, keys
+    assert all(key.startswith("gmigw:{studio-web}:") for key in keys), keys
+    assert "gmigw:{studio-web}:job:r1" in keys
+
+
+@pytest.mark.parametrize("operation", ["add", "get", "update", "list", "list_by_model"])
+async def test_job_operations_are_one_round_trip(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    for n in range(5):
+        await store.add_job("a", f"r{n}", "m", b"")
+    assert await store.update_job_record("a", "r0", b"")  # every script is loaded by now
+    await store.list_jobs("a")
+    sent = 0
+    send = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    if operation == "add":
+        await store.add_job("a", "r9", "m", b"")
+    elif operation == "get":
+        assert await store.get_job("a", "r1") is not None
+    elif operation == "update":
+        assert await store.update_job_record("a", "r1", b"x")
+    else:
+        model = "m" if operation == "list_by_model" else None
+        assert (await store.list_jobs("a", model=model, limit=3)).total == 5
+    assert sent == 1

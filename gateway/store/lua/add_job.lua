@@ -4,10 +4,13 @@
 -- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds,
 -- ARGV[6] slot token ('' for no charge), ARGV[7] cost, ARGV[8] day, ARGV[9] month,
 -- ARGV[10] deadline (when the slot is released at the latest)
+-- A job is gone once created_at <= now - retention: the same expression as every other script,
+-- the memory backend and ZREMRANGEBYSCORE's cutoff, so lookups and the index always agree.
 local now = tonumber(ARGV[4])
 local retention = tonumber(ARGV[5])
+local cutoff = now - retention
 local created = redis.call('HGET', KEYS[1], 'created_at')
-if created and tonumber(created) + retention <= now then
+if created and tonumber(created) <= cutoff then
   redis.call('DEL', KEYS[1])
   created = false
 end
@@ -20,7 +23,6 @@ else
   redis.call('ZADD', KEYS[2], created, ARGV[1])
   redis.call('ZADD', KEYS[3], created, ARGV[1])
 end
-local cutoff = now - retention
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
 local charged = 0

@@ -22,7 +22,7 @@ if limit > 0 then
   if remaining == 0 then reset_us = new_tat + interval - WINDOW - now_us end
 end
 local job = redis.call('HMGET', KEYS[2], 'model', 'created_at', 'record')
-if not job[1] or not job[2] or not job[3] or tonumber(job[2]) + tonumber(ARGV[4]) <= now then
+if not job[1] or not job[2] or not job[3] or tonumber(job[2]) <= now - tonumber(ARGV[4]) then
   return {1, remaining, reset_us, 0, false, false, false, 0}
 end
 local claimed = 0

@@ -6,7 +6,7 @@ local token, cost, settled, created = fields[1], fields[2], fields[3], fields[4]
 if not token or settled ~= '0' then
   return false
 end
-if tonumber(created) + tonumber(ARGV[3]) <= tonumber(ARGV[2]) then
+if tonumber(created) <= tonumber(ARGV[2]) - tonumber(ARGV[3]) then
   return false
 end
 redis.call('HSET', KEYS[1], 'settled', '1')
