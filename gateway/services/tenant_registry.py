@@ -1,22 +1,30 @@
 """The live tenants config of this process, re-read when the file changes.
 
-Kubernetes updates a Secret volume by swapping a ``..data`` symlink, which can leave mtimes
-unchanged, so the watcher compares the file's content digest instead. A file that fails
-validation is refused and the previous config keeps serving; key revocation therefore takes
-effect within one poll interval on every replica, with no longer-lived key cache anywhere.
+Kubernetes updates a Secret volume by atomically swapping a ``..data`` symlink, which can leave
+mtimes and inode numbers of the visible path unchanged, so the watcher re-reads the file through
+its path and compares the content digest instead. A file that fails validation is refused and the
+previous config keeps serving; key revocation therefore takes effect within one poll interval on
+every replica, with no longer-lived key cache anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from gateway.services.tenants import TenantConfigError, TenantsConfig, load_tenants
+from gateway.services.tenants import (
+    TenantConfigError,
+    TenantsConfig,
+    hash_key,
+    load_tenants,
+    parse_tenants,
+    read_tenants_text,
+)
 
 __all__ = ("ReloadResult", "TenantRegistry")
 
@@ -32,56 +40,116 @@ class ReloadResult:
 
 
 class TenantRegistry:
-    """Holds the current :class:`TenantsConfig` for a file (or a fixed one, for the demo)."""
+    """Holds the current :class:`TenantsConfig` for a file (or a fixed one, for the demo).
+
+    Readers take :attr:`current` once per request and use that snapshot throughout; a reload
+    swaps the whole immutable config, so no request sees half of an old file and half of a new.
+    """
 
     def __init__(
         self, path: str | os.PathLike[str] | None, *, initial: TenantsConfig | None = None
     ) -> None:
+        """Load ``path`` now unless ``initial`` is given.
+
+        Raises:
+            TenantConfigError: the file is unreadable or invalid (the gateway must not start).
+            ValueError: neither a path nor an initial config.
+        """
         self._path = Path(path) if path is not None else None
         if initial is None:
             if self._path is None:
                 raise ValueError("a tenants file path or an initial config is required")
             initial = load_tenants(self._path)
         self._current = initial
+        self._lock = threading.Lock()  # reload runs in a worker thread (watch) and in handlers
+        self._refusal: tuple[str | None, str] | None = None  # (digest, error) last logged
 
     @classmethod
     def fixed(cls, config: TenantsConfig) -> TenantRegistry:
-        """A registry that never reloads (no file behind it)."""
+        """A registry with no file behind it: reloads change nothing, ``watch`` returns at once."""
         return cls(None, initial=config)
 
     @property
+    def path(self) -> Path | None:
+        """The watched file, or ``None`` for a fixed registry."""
+        return self._path
+
+    @property
     def current(self) -> TenantsConfig:
+        """The config serving now."""
         return self._current
 
     def reload(self) -> ReloadResult:
-        """Re-read the file now; an invalid file keeps the current config."""
+        """Re-read the file now; an unreadable or invalid file keeps the current config.
+
+        Each distinct refusal is logged once (``tenants_reload_failed``), so a watcher polling a
+        bad file every few seconds does not flood the log; the result always carries the error.
+        """
         if self._path is None:
             return ReloadResult(changed=False)
-        try:
-            digest = hashlib.sha256(self._path.read_bytes()).hexdigest()
-        except OSError as exc:
-            return self._refused(f"cannot read {self._path}: {exc.strerror}")
-        if digest == self._current.digest:
-            return ReloadResult(changed=False)
-        try:
-            config = load_tenants(self._path)
-        except TenantConfigError as exc:
-            return self._refused(str(exc))
-        self._current = config
-        _log.info("tenants_reloaded", tenants=len(config.tenants), admins=len(config.admins))
+        with self._lock:
+            try:
+                text = read_tenants_text(self._path)
+            except TenantConfigError as exc:
+                return self._refused(None, str(exc))
+            digest = hash_key(text)
+            if digest == self._current.digest:
+                self._recovered()
+                return ReloadResult(changed=False)
+            if self._refusal is not None and self._refusal[0] == digest:
+                return ReloadResult(changed=False, error=self._refusal[1])  # same bad file
+            try:
+                config = parse_tenants(text, source=os.fspath(self._path))
+            except TenantConfigError as exc:
+                return self._refused(digest, str(exc))
+            self._current = config
+            self._refusal = None
+        _log.info(
+            "tenants_reloaded",
+            path=os.fspath(self._path),
+            tenants=len(config.tenants),
+            admins=len(config.admins),
+            digest=config.digest[:12],
+        )
         return ReloadResult(changed=True)
 
-    async def watch(self, interval: float) -> None:
-        """Reload on every content change, checking each ``interval`` seconds, until cancelled."""
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload on every content change, checking every ``interval`` seconds, until cancelled.
+
+        Survives the file going missing for a while (the previous config keeps serving) and any
+        unexpected error, which is logged: a dead watcher would silently stop key revocation.
+        """
         if self._path is None:
             return
-        last_error: str | None = None
         while True:
             await asyncio.sleep(interval)
-            result = self.reload()
-            if result.error != last_error and result.error is not None:
-                _log.error("tenants_reload_failed", error=result.error, serving="previous config")
-            last_error = result.error
+            try:
+                # A thread, so a slow volume never stalls the event loop.
+                await asyncio.to_thread(self.reload)
+            except Exception as exc:  # noqa: BLE001 -- the watcher must outlive any surprise
+                _log.error(
+                    "tenants_reload_failed",
+                    path=os.fspath(self._path),
+                    error=f"unexpected {type(exc).__name__}: {str(exc)[:200]}",
+                    serving="previous config",
+                )
 
-    def _refused(self, error: str) -> ReloadResult:
+    def _refused(self, digest: str | None, error: str) -> ReloadResult:
+        if self._refusal != (digest, error):
+            self._refusal = (digest, error)
+            _log.error(
+                "tenants_reload_failed",
+                path=os.fspath(self._path) if self._path else None,
+                error=error,
+                serving="previous config",
+                tenants=len(self._current.tenants),
+            )
         return ReloadResult(changed=False, error=error)
+
+    def _recovered(self) -> None:
+        """The file is back to the serving content after a refusal (e.g. briefly missing)."""
+        if self._refusal is not None:
+            self._refusal = None
+            _log.info(
+                "tenants_reload_recovered", path=os.fspath(self._path) if self._path else None
+            )

@@ -3,7 +3,8 @@
 The YAML file (DESIGN §8) is the source of truth. It is validated as a whole: every problem is
 reported with a path naming the tenant and the field, so an operator fixes a bad file in one go.
 Keys are known only by their SHA-256; authentication hashes the presented key and looks the hash
-up in a dict, so there is no per-key comparison loop to time.
+up in a dict, so there is no per-key comparison loop to time. Problems never quote a ``sha256``
+value or a YAML source line, since an operator may have pasted a key where its hash belongs.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from types import MappingProxyType
+from typing import Any, NoReturn
 
 import yaml
 
 from gateway.errors import Unauthorized
 
 __all__ = (
+    "LIMIT_NAMES",
     "Admin",
     "Limits",
     "Principal",
@@ -42,26 +45,38 @@ LIMIT_NAMES = (
     "video_seconds_per_day",
     "video_seconds_per_month",
 )
+KEY_PREFIX = "gmigw_"
+# Limits end up as Lua numbers (doubles) in the store: keep them exactly representable.
+_MAX_LIMIT = 2**53 - 1
+# A DNS label: tenant ids become Redis hash tags, metric labels and Kubernetes-friendly names.
 _TENANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_TENANT_ID_RULE = "1-63 characters of [a-z0-9-], starting and ending with a letter or digit"
+_KEY_ID_RULE = "1-128 characters of [A-Za-z0-9._-]"
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_TENANT_FIELDS = frozenset({"id", "keys", "models", "limits", "audit"})
-_KEY_FIELDS = frozenset({"id", "sha256", "expires_at"})
-_ADMIN_FIELDS = frozenset({"id", "sha256"})
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
+)
+_TOP_FIELDS = ("tenants", "admins")
+_TENANT_FIELDS = ("id", "keys", "models", "limits", "audit")
+_KEY_FIELDS = ("id", "sha256", "expires_at")
+_ADMIN_FIELDS = ("id", "sha256")
+_AUDIT_FIELDS = ("store_prompts",)
+_EMPTY_KEY_HASH = hashlib.sha256(b"").hexdigest()
 _INVALID_KEY = "unauthorized: invalid or expired API key"
 
 
 class TenantConfigError(Exception):
     """The tenants file is invalid; ``problems`` lists every problem found, one per entry."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-tenant limits; ``None`` means unlimited."""
+    """Per-tenant limits (DESIGN §4); ``None`` means unlimited."""
 
     submits_per_minute: int | None = None
     reads_per_minute: int | None = None
@@ -72,6 +87,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class TenantKey:
+    """One key of a tenant, known only by its hash; ``id`` is what audit and metrics show."""
+
     id: str
     sha256: str
     expires_at: datetime | None = None
@@ -79,6 +96,8 @@ class TenantKey:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
+    """A frontend calling the gateway: its keys, the models it may use, its limits."""
+
     id: str
     keys: tuple[TenantKey, ...]
     models: frozenset[str] | None  # None: every model ("*")
@@ -86,11 +105,14 @@ class Tenant:
     store_prompts: bool = False
 
     def allows_model(self, model_id: str) -> bool:
+        """Whether this tenant may see and use ``model_id`` (ids compare case-sensitively)."""
         return self.models is None or model_id in self.models
 
 
 @dataclass(frozen=True, slots=True)
 class Admin:
+    """An operator key for the ``/admin`` routes; never valid on tenant routes."""
+
     id: str
     sha256: str
 
@@ -104,26 +126,49 @@ class Principal:
 
 
 class TenantsConfig:
-    """A validated tenants file; immutable once built."""
+    """A validated tenants file; immutable once built, so readers never need a lock."""
+
+    __slots__ = ("_admins", "_admins_by_hash", "_by_hash", "_digest", "_tenants")
 
     def __init__(
         self, tenants: Mapping[str, Tenant], admins: Mapping[str, Admin], digest: str
     ) -> None:
-        self.tenants: Mapping[str, Tenant] = dict(tenants)
-        self.admins: Mapping[str, Admin] = dict(admins)
-        self.digest = digest
-        self._by_hash = {
-            key.sha256: (tenant, key) for tenant in self.tenants.values() for key in tenant.keys
-        }
-        self._admins_by_hash = {admin.sha256: admin for admin in self.admins.values()}
+        self._tenants: Mapping[str, Tenant] = MappingProxyType(dict(tenants))
+        self._admins: Mapping[str, Admin] = MappingProxyType(dict(admins))
+        self._digest = digest
+        self._by_hash: Mapping[str, tuple[Tenant, TenantKey]] = MappingProxyType(
+            {key.sha256: (tenant, key) for tenant in tenants.values() for key in tenant.keys}
+        )
+        self._admins_by_hash: Mapping[str, Admin] = MappingProxyType(
+            {admin.sha256: admin for admin in admins.values()}
+        )
+
+    @property
+    def tenants(self) -> Mapping[str, Tenant]:
+        """Tenants by id, in file order."""
+        return self._tenants
+
+    @property
+    def admins(self) -> Mapping[str, Admin]:
+        """Admins by id, in file order."""
+        return self._admins
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the file text: equal digests mean nothing changed."""
+        return self._digest
 
     def authenticate(self, presented_key: str, now: datetime) -> Principal:
         """The tenant a key belongs to.
 
+        Args:
+            presented_key: the key from the request, as sent.
+            now: the current time, timezone-aware (time is an argument, for tests).
+
         Raises:
-            Unauthorized: unknown key, or a key past its ``expires_at``.
+            Unauthorized: unknown key (admin keys included), or a key at or past ``expires_at``.
         """
-        found = self._by_hash.get(hash_key(presented_key))
+        found = self._by_hash.get(hash_key(presented_key)) if presented_key else None
         if found is None:
             raise Unauthorized(_INVALID_KEY)
         tenant, key = found
@@ -137,27 +182,35 @@ class TenantsConfig:
         Raises:
             Unauthorized: not an admin key.
         """
-        admin = self._admins_by_hash.get(hash_key(presented_key))
+        admin = self._admins_by_hash.get(hash_key(presented_key)) if presented_key else None
         if admin is None:
             raise Unauthorized(_INVALID_KEY)
         return admin
 
+    def __repr__(self) -> str:
+        return (
+            f"TenantsConfig(tenants={list(self._tenants)}, admins={list(self._admins)},"
+            f" digest={self._digest[:12]!r})"
+        )
+
 
 def hash_key(key: str) -> str:
     """Lowercase hex SHA-256 of a key, the only form in which keys are stored."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_key(tenant_id: str) -> tuple[str, str]:
-    """A fresh high-entropy key for ``tenant_id`` and the YAML key entry to paste under ``keys:``.
+    """A fresh key for ``tenant_id`` and the YAML entry to paste under the tenant's ``keys:``.
+
+    The key carries 256 random bits; its id gets a random suffix so it is unique in the file.
 
     Raises:
         ValueError: ``tenant_id`` is not a valid tenant id.
     """
     if not _TENANT_ID.fullmatch(tenant_id):
-        raise ValueError(f"tenant id {tenant_id!r} must match [a-z0-9-] (at most 63 characters)")
-    key = "gmigw_" + secrets.token_urlsafe(32)
-    key_id = f"{tenant_id}-{secrets.token_hex(3)}"
+        raise ValueError(f"tenant id {tenant_id!r} must match {_TENANT_ID_RULE}")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = f"{tenant_id}-{secrets.token_hex(4)}"
     entry = f'- id: {key_id}\n  sha256: "{hash_key(key)}"'
     return key, entry
 
@@ -168,12 +221,24 @@ def load_tenants(path: str | os.PathLike[str]) -> TenantsConfig:
     Raises:
         TenantConfigError: unreadable or invalid; every problem is listed.
     """
+    return parse_tenants(read_tenants_text(path), source=os.fspath(path))
+
+
+def read_tenants_text(path: str | os.PathLike[str]) -> str:
+    """The file's text, read once (so the digest and the parse see the same bytes).
+
+    Raises:
+        TenantConfigError: missing, unreadable, or not UTF-8.
+    """
+    where = os.fspath(path)
     try:
-        with open(path, encoding="utf-8", newline="") as handle:  # keep bytes for the digest
-            text = handle.read()
+        with open(path, encoding="utf-8", newline="") as handle:  # newline="": digest the bytes
+            return handle.read()
     except OSError as exc:
-        raise TenantConfigError([f"{os.fspath(path)}: cannot read: {exc.strerror}"]) from None
-    return parse_tenants(text, source=os.fspath(path))
+        reason = exc.strerror or type(exc).__name__
+        raise TenantConfigError([f"{where}: cannot read: {reason}"]) from None
+    except UnicodeDecodeError as exc:
+        raise TenantConfigError([f"{where}: not UTF-8 text (byte {exc.start})"]) from None
 
 
 def parse_tenants(text: str, *, source: str = "<tenants>") -> TenantsConfig:
@@ -183,12 +248,49 @@ def parse_tenants(text: str, *, source: str = "<tenants>") -> TenantsConfig:
         TenantConfigError: every problem, each naming the tenant and the field.
     """
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 -- a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise TenantConfigError([f"{source}: not valid YAML{where}"]) from None
+        # Only the problem, never str(exc): that quotes the source line, which may hold a key.
+        detail = f": {exc.problem}" if exc.problem else ""
+        raise TenantConfigError([f"{source}: not valid YAML{where}{detail}"]) from None
+    except yaml.YAMLError as exc:
+        raise TenantConfigError([f"{source}: not valid YAML ({type(exc).__name__})"]) from None
     return _Parser(source).document(document, hash_key(text))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys, which PyYAML would silently overwrite."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:  # before merge keys (<<) are flattened: overrides are fine
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if isinstance(key, list | dict):  # unhashable; the validator reports it by name
+            continue
+        if key in seen:
+            _duplicate(key_node, key)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+def _duplicate(node: yaml.Node, key: object) -> NoReturn:
+    raise yaml.constructor.ConstructorError(
+        None, None, f"duplicate key {_shown(key)}", node.start_mark
+    )
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _shown(value: object) -> str:
+    """A short repr for a problem message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Parser:
@@ -197,20 +299,26 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[str] = []
-        self.key_ids: set[str] = set()
-        self.hashes: dict[str, str] = {}
+        self.ids: dict[str, str] = {}  # key and admin ids -> where first seen
+        self.hashes: dict[str, str] = {}  # sha256 -> where first seen
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
 
+    def unknown(self, where: str, raw: dict[Any, Any], known: tuple[str, ...]) -> None:
+        for name in sorted(set(raw) - set(known), key=str):
+            self.problem(where, f"unknown field {_shown(name)} (known: {', '.join(known)})")
+
     def document(self, document: Any, digest: str) -> TenantsConfig:
         if not isinstance(document, dict):
-            raise TenantConfigError([f"{self.source}: must be a mapping with a 'tenants' list"])
-        for unknown in sorted(set(document) - {"tenants", "admins"}, key=str):
-            self.problem(self.source, f"unknown top-level key {unknown!r}")
+            shown = "the file is empty" if document is None else f"got a {type(document).__name__}"
+            raise TenantConfigError(
+                [f"{self.source}: must be a mapping with a 'tenants' list ({shown})"]
+            )
+        self.unknown(self.source, document, _TOP_FIELDS)
         raw_tenants = document.get("tenants")
         if not isinstance(raw_tenants, list):
-            self.problem(self.source, "'tenants' must be a list (it may be empty: [])")
+            self.problem(self.source, "tenants: required, a list (it may be empty: [])")
             raw_tenants = []
         tenants: dict[str, Tenant] = {}
         for index, raw in enumerate(raw_tenants):
@@ -219,18 +327,19 @@ class _Parser:
                 continue
             if tenant.id in tenants:
                 self.problem(f"tenants[{index}] ({tenant.id})", "id: duplicate tenant id")
-            tenants[tenant.id] = tenant
-        admins: dict[str, Admin] = {}
-        raw_admins = document.get("admins") or []
-        if not isinstance(raw_admins, list):
-            self.problem(self.source, "'admins' must be a list")
+            else:
+                tenants[tenant.id] = tenant
+        raw_admins = document.get("admins")
+        if raw_admins is None:
             raw_admins = []
+        elif not isinstance(raw_admins, list):
+            self.problem(self.source, f"admins: must be a list, got {_shown(raw_admins)}")
+            raw_admins = []
+        admins: dict[str, Admin] = {}
         for index, raw in enumerate(raw_admins):
             admin = self.admin(index, raw)
             if admin is not None:
-                if admin.id in admins:
-                    self.problem(f"admins[{index}] ({admin.id})", "id: duplicate admin id")
-                admins[admin.id] = admin
+                admins.setdefault(admin.id, admin)
         if self.problems:
             raise TenantConfigError(self.problems)
         return TenantsConfig(tenants, admins, digest)
@@ -238,24 +347,29 @@ class _Parser:
     def tenant(self, index: int, raw: Any) -> Tenant | None:
         where = f"tenants[{index}]"
         if not isinstance(raw, dict):
-            self.problem(where, "must be a mapping")
+            self.problem(where, f"must be a mapping, got {_shown(raw)}")
             return None
         tenant_id = raw.get("id")
-        if not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
-            self.problem(where, "id: required, [a-z0-9-] (at most 63 characters)")
-            tenant_id = f"#{index}"
-        where = f"{where} ({tenant_id})"
-        for unknown in sorted(set(raw) - _TENANT_FIELDS, key=str):
-            self.problem(where, f"unknown field {unknown!r}")
+        if tenant_id is None:
+            self.problem(where, "id: required")
+            tenant_id = ""
+        elif not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
+            self.problem(where, f"id: must be {_TENANT_ID_RULE}, got {_shown(tenant_id)}")
+            tenant_id = ""
+        else:
+            where = f"{where} ({tenant_id})"
+        self.unknown(where, raw, _TENANT_FIELDS)
         keys = self.keys(where, raw.get("keys"))
         models = self.models(where, raw.get("models"))
         limits = self.limits(where, raw.get("limits"))
         store_prompts = self.audit(where, raw.get("audit"))
+        if not tenant_id:
+            return None
         return Tenant(tenant_id, keys, models, limits, store_prompts)
 
     def keys(self, where: str, raw: Any) -> tuple[TenantKey, ...]:
         if not isinstance(raw, list) or not raw:
-            self.problem(where, "keys: required, a non-empty list")
+            self.problem(where, "keys: required, a non-empty list of {id, sha256} entries")
             return ()
         keys = []
         for index, entry in enumerate(raw):
@@ -263,95 +377,137 @@ class _Parser:
             if not isinstance(entry, dict):
                 self.problem(at, "must be a mapping with id and sha256")
                 continue
-            for unknown in sorted(set(entry) - _KEY_FIELDS, key=str):
-                self.problem(at, f"unknown field {unknown!r}")
-            key_id = self.key_id(at, entry.get("id"))
-            digest = self.digest(at, key_id, entry.get("sha256"))
+            key_id, at = self.entry_id(at, entry.get("id"))
+            self.unknown(at, entry, _KEY_FIELDS)
+            digest = self.digest(at, entry.get("sha256"))
             expires = self.expiry(at, entry.get("expires_at"))
             keys.append(TenantKey(key_id, digest, expires))
         return tuple(keys)
 
-    def key_id(self, at: str, raw: Any) -> str:
+    def entry_id(self, at: str, raw: Any) -> tuple[str, str]:
+        """A key or admin id and its label; unique across the file, so audit is unambiguous."""
+        if raw is None:
+            self.problem(at, "id: required")
+            return "", at
         if not isinstance(raw, str) or not _KEY_ID.fullmatch(raw):
-            self.problem(at, "id: required, [A-Za-z0-9._-]")
-            return ""
-        if raw in self.key_ids:
-            self.problem(at, f"id: key id {raw!r} is used twice in the file")
-        self.key_ids.add(raw)
-        return raw
+            self.problem(at, f"id: must be {_KEY_ID_RULE}, got {_shown(raw)}")
+            return "", at
+        at = f"{at} ({raw})"
+        if raw in self.ids:
+            self.problem(at, f"id: {raw!r} is already used by {self.ids[raw]}")
+        else:
+            self.ids[raw] = at
+        return raw, at
 
-    def digest(self, at: str, owner: str, raw: Any) -> str:
+    def digest(self, at: str, raw: Any) -> str:
+        if raw is None:
+            self.problem(at, "sha256: required (the SHA-256 of the key, 64 hex characters)")
+            return ""
         if not isinstance(raw, str) or not _SHA256.fullmatch(raw):
-            self.problem(at, "sha256: required, 64 hex characters (the SHA-256 of the key)")
+            # Never quote the value: it may be the key itself, pasted in the wrong place.
+            got = f"{len(raw)} characters" if isinstance(raw, str) else type(raw).__name__
+            hint = (
+                "; this looks like a key itself: store only its hash (gmi-gateway keys new)"
+                if isinstance(raw, str) and raw.startswith(KEY_PREFIX)
+                else ""
+            )
+            self.problem(at, f"sha256: must be 64 hex characters, got {got}{hint}")
             return ""
         digest = raw.lower()
+        if digest == _EMPTY_KEY_HASH:
+            self.problem(at, "sha256: is the hash of an empty key")
         if digest in self.hashes:
             self.problem(at, f"sha256: the same key is already used by {self.hashes[digest]}")
-        self.hashes[digest] = owner
+        else:
+            self.hashes[digest] = at
         return digest
 
     def expiry(self, at: str, raw: Any) -> datetime | None:
         if raw is None:
             return None
-        if isinstance(raw, datetime):
+        example = 'an RFC 3339 time with a timezone, e.g. "2027-06-01T00:00:00Z"'
+        if isinstance(raw, datetime):  # an unquoted timestamp, already parsed by YAML
             moment = raw
-        elif isinstance(raw, str):
-            try:
-                moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                self.problem(at, f"expires_at: not an RFC 3339 time: {raw!r}")
+        elif isinstance(raw, str) and (match := _RFC3339.fullmatch(raw.strip())):
+            if match["zone"] is None:
+                self.problem(at, f"expires_at: needs a timezone: {example}")
                 return None
+            try:
+                moment = datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
+            except ValueError:
+                self.problem(at, f"expires_at: not a valid date/time, got {_shown(raw)}")
+                return None
+        elif isinstance(raw, date | str):
+            self.problem(at, f"expires_at: must be {example}, got {_shown(raw)}")
+            return None
         else:
-            self.problem(at, "expires_at: must be an RFC 3339 time like 2027-06-01T00:00:00Z")
+            self.problem(at, f"expires_at: must be {example}, got {type(raw).__name__}")
             return None
         if moment.tzinfo is None:
-            self.problem(at, "expires_at: needs a timezone (e.g. a trailing Z for UTC)")
+            self.problem(at, f"expires_at: needs a timezone: {example}")
             return None
-        return moment
+        return moment.astimezone(UTC)
 
     def models(self, where: str, raw: Any) -> frozenset[str] | None:
-        if not isinstance(raw, list) or not raw:
-            self.problem(where, 'models: required, a non-empty list of model ids or ["*"]')
+        expected = 'a non-empty list of model ids, or ["*"] for every model'
+        if raw is None or raw == []:
+            self.problem(where, f"models: required, {expected}")
             return frozenset()
-        if not all(isinstance(m, str) and m for m in raw):
-            self.problem(where, "models: every entry must be a non-empty string")
+        if not isinstance(raw, list):
+            self.problem(where, f"models: must be {expected}, got {_shown(raw)}")
             return frozenset()
-        if "*" in raw:
+        ok = True
+        for index, model in enumerate(raw):
+            if not isinstance(model, str) or not model.strip() or model != model.strip():
+                self.problem(
+                    where,
+                    f"models[{index}]: must be a model id without surrounding spaces,"
+                    f" got {_shown(model)}",
+                )
+                ok = False
+        if ok and "*" in raw:
             if len(raw) > 1:
                 self.problem(where, 'models: "*" means every model and cannot be mixed with ids')
             return None
-        return frozenset(raw)
+        return frozenset(m for m in raw if isinstance(m, str))
 
     def limits(self, where: str, raw: Any) -> Limits:
         if raw is None:
             return Limits()
         if not isinstance(raw, dict):
-            self.problem(where, "limits: must be a mapping")
+            self.problem(where, f"limits: must be a mapping, got {_shown(raw)}")
             return Limits()
-        for unknown in sorted(set(raw) - set(LIMIT_NAMES), key=str):
+        for name in sorted(set(raw) - set(LIMIT_NAMES), key=str):
             self.problem(
-                where, f"limits: unknown limit {unknown!r} (known: {', '.join(LIMIT_NAMES)})"
+                where, f"limits: unknown limit {_shown(name)} (known: {', '.join(LIMIT_NAMES)})"
             )
         values: dict[str, int | None] = {}
         for name in LIMIT_NAMES:
             value = raw.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                self.problem(where, f"limits.{name}: must be a positive integer, got {value!r}")
-                value = None
-            values[name] = value
+            if value is None:  # absent or null: unlimited
+                values[name] = None
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self.problem(
+                    where, f"limits.{name}: must be a positive integer, got {_shown(value)}"
+                )
+                values[name] = None
+            elif value > _MAX_LIMIT:
+                self.problem(where, f"limits.{name}: must be at most {_MAX_LIMIT}, got {value}")
+                values[name] = None
+            else:
+                values[name] = value
         return Limits(**values)
 
     def audit(self, where: str, raw: Any) -> bool:
         if raw is None:
             return False
-        if not isinstance(raw, dict) or set(raw) - {"store_prompts"}:
-            self.problem(where, "audit: only 'store_prompts' (true or false) is allowed")
+        if not isinstance(raw, dict):
+            self.problem(where, f"audit: must be a mapping, got {_shown(raw)}")
             return False
+        self.unknown(f"{where}: audit", raw, _AUDIT_FIELDS)
         value = raw.get("store_prompts", False)
         if not isinstance(value, bool):
-            self.problem(where, f"audit.store_prompts: must be true or false, got {value!r}")
+            self.problem(where, f"audit.store_prompts: must be true or false, got {_shown(value)}")
             return False
         return value
 
@@ -360,11 +516,7 @@ class _Parser:
         if not isinstance(raw, dict):
             self.problem(where, "must be a mapping with id and sha256")
             return None
-        admin_id = raw.get("id")
-        if not isinstance(admin_id, str) or not _KEY_ID.fullmatch(admin_id):
-            self.problem(where, "id: required, [A-Za-z0-9._-]")
-            admin_id = f"#{index}"
-        where = f"{where} ({admin_id})"
-        for unknown in sorted(set(raw) - _ADMIN_FIELDS, key=str):
-            self.problem(where, f"unknown field {unknown!r}")
-        return Admin(admin_id, self.digest(where, f"admin {admin_id}", raw.get("sha256")))
+        admin_id, where = self.entry_id(where, raw.get("id"))
+        self.unknown(where, raw, _ADMIN_FIELDS)
+        digest = self.digest(where, raw.get("sha256"))
+        return Admin(admin_id, digest) if admin_id else None

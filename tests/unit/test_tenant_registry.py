@@ -5,84 +5,223 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.services.tenant_registry import TenantRegistry
+from gateway.errors import Unauthorized
+from gateway.services.tenant_registry import ReloadResult, TenantRegistry
 from gateway.services.tenants import TenantConfigError, parse_tenants
+
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
+INTERVAL = 0.05
+
+
+def key_of(tenant_id: str) -> str:
+    """Each test tenant's key is ``key-<id>``."""
+    return f"key-{tenant_id}"
 
 
 def tenants_text(*ids: str) -> str:
     entries = "".join(
         f"  - id: {t}\n    keys:\n      - id: {t}-k\n"
-        f'        sha256: "{hashlib.sha256(t.encode()).hexdigest()}"\n    models: ["*"]\n'
+        f'        sha256: "{hashlib.sha256(key_of(t).encode()).hexdigest()}"\n'
+        '    models: ["*"]\n'
         for t in ids
     )
     return "tenants:\n" + entries if ids else "tenants: []\n"
 
 
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
+    return [e for e in logs if e["event"] == name]
 
 
-def test_a_bad_initial_file_refuses_to_start(tmp_path: Path) -> None:
-    path = tmp_path / "tenants.yaml"
-    path.write_text("tenants: [{id: BAD}]\n")
-    with pytest.raises(TenantConfigError):
-        TenantRegistry(path)
+def assert_no_key_material(logs: Sequence[Mapping[str, Any]], *ids: str) -> None:
+    text = repr(logs)
+    for t in ids:
+        assert key_of(t) not in text
+        assert hashlib.sha256(key_of(t).encode()).hexdigest() not in text
 
 
-def test_reload_good_unchanged_and_bad(tmp_path: Path) -> None:
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until true; fail after ``timeout`` seconds rather than hang."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def watching(registry: TenantRegistry) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(registry.watch(INTERVAL))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+def tenants_file(tmp_path: Path) -> Path:
     path = tmp_path / "tenants.yaml"
     path.write_text(tenants_text("a"))
-    registry = TenantRegistry(path)
-    assert registry.reload().changed is False
-    path.write_text(tenants_text("a", "b"))
-    assert registry.reload().changed is True
-    assert set(registry.current.tenants) == {"a", "b"}
-    path.write_text("tenants: [{id: a}]\n")
-    result = registry.reload()
-    assert result.changed is False
-    assert result.error is not None
-    assert "keys: required" in result.error
-    assert set(registry.current.tenants) == {"a", "b"}
-    path.unlink()
-    assert "cannot read" in (registry.reload().error or "")
-    assert set(registry.current.tenants) == {"a", "b"}
+    return path
 
 
-def test_fixed_registry_never_reloads() -> None:
-    registry = TenantRegistry.fixed(parse_tenants(tenants_text("a")))
-    assert registry.reload().changed is False
-    assert set(registry.current.tenants) == {"a"}
+def test_a_bad_or_missing_initial_file_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text("tenants: [{id: BAD}]\n")
+    with pytest.raises(TenantConfigError, match=r"tenants\[0\]: id: must be"):
+        TenantRegistry(path)
+    with pytest.raises(TenantConfigError, match="cannot read"):
+        TenantRegistry(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="required"):
+        TenantRegistry(None)
+
+
+def test_initial_config_is_used_without_reading_the_file(tmp_path: Path) -> None:
+    config = parse_tenants(tenants_text("a"))
+    registry = TenantRegistry(tmp_path / "not-yet.yaml", initial=config)
+    assert registry.current is config
+    assert registry.path == tmp_path / "not-yet.yaml"
+
+
+def test_reload_unchanged_good_and_bad(tenants_file: Path) -> None:
+    registry = TenantRegistry(tenants_file)
+    first = registry.current
+    with capture_logs() as logs:
+        assert registry.reload() == ReloadResult(changed=False)
+        assert registry.current is first
+        tenants_file.write_text(tenants_text("a", "b"))
+        assert registry.reload() == ReloadResult(changed=True)
+        assert set(registry.current.tenants) == {"a", "b"}
+        tenants_file.write_text("tenants: [{id: a}]\n")
+        bad = registry.reload()
+        assert bad.changed is False
+        assert bad.error is not None
+        assert "tenants[0] (a): keys: required" in bad.error
+        assert set(registry.current.tenants) == {"a", "b"}
+        assert registry.reload() == bad  # the same bad file: same answer, logged once
+    assert [e["event"] for e in logs] == ["tenants_reloaded", "tenants_reload_failed"]
+    reloaded, failed = logs
+    assert (reloaded["tenants"], reloaded["admins"], reloaded["log_level"]) == (2, 0, "info")
+    assert failed["error"] == bad.error
+    assert failed["log_level"] == "error"
+    assert_no_key_material(logs, "a", "b")
+
+
+def test_a_missing_file_keeps_the_config_and_recovers(tenants_file: Path) -> None:
+    registry = TenantRegistry(tenants_file)
+    content = tenants_file.read_text()
+    with capture_logs() as logs:
+        tenants_file.unlink()
+        missing = registry.reload()
+        assert missing.changed is False
+        assert missing.error == f"{tenants_file}: cannot read: No such file or directory"
+        assert registry.reload() == missing
+        registry.current.authenticate(key_of("a"), NOW)
+        tenants_file.write_text(content)
+        assert registry.reload() == ReloadResult(changed=False)
+    assert [e["event"] for e in logs] == ["tenants_reload_failed", "tenants_reload_recovered"]
+
+
+def test_a_revoked_key_stops_working_after_reload(tenants_file: Path) -> None:
+    registry = TenantRegistry(tenants_file)
+    registry.current.authenticate(key_of("a"), NOW)
+    tenants_file.write_text(tenants_text("b"))
+    assert registry.reload().changed
+    with pytest.raises(Unauthorized):
+        registry.current.authenticate(key_of("a"), NOW)
+    assert registry.current.authenticate(key_of("b"), NOW).tenant.id == "b"
+
+
+async def test_fixed_registry_never_reloads_and_has_nothing_to_watch() -> None:
+    config = parse_tenants(tenants_text("a"))
+    registry = TenantRegistry.fixed(config)
+    assert registry.path is None
+    assert registry.reload() == ReloadResult(changed=False)
+    assert registry.current is config
+    async with asyncio.timeout(1):
+        await registry.watch(INTERVAL)  # returns at once
+
+
+async def test_watch_picks_up_a_change(tenants_file: Path) -> None:
+    registry = TenantRegistry(tenants_file)
+    with capture_logs() as logs:
+        async with watching(registry):
+            tenants_file.write_text(tenants_text("a", "b"))
+            await wait_for(lambda: "b" in registry.current.tenants)
+    assert [e["tenants"] for e in events(logs, "tenants_reloaded")] == [2]
+
+
+async def test_watch_survives_a_briefly_missing_file(tenants_file: Path) -> None:
+    registry = TenantRegistry(tenants_file)
+    with capture_logs() as logs:
+        async with watching(registry):
+            tenants_file.unlink()
+            await wait_for(lambda: bool(events(logs, "tenants_reload_failed")))
+            assert set(registry.current.tenants) == {"a"}
+            tenants_file.write_text(tenants_text("a", "c"))
+            await wait_for(lambda: "c" in registry.current.tenants)
+    assert len(events(logs, "tenants_reload_failed")) == 1
+
+
+async def test_watch_survives_an_unexpected_error(
+    tenants_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = TenantRegistry(tenants_file)
+    real_reload = registry.reload
+    calls = 0
+
+    def flaky() -> ReloadResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk on fire")
+        return real_reload()
+
+    monkeypatch.setattr(registry, "reload", flaky)
+    with capture_logs() as logs:
+        async with watching(registry):
+            await wait_for(lambda: calls >= 1)
+            tenants_file.write_text(tenants_text("a", "b"))
+            await wait_for(lambda: "b" in registry.current.tenants)
+    [failed] = events(logs, "tenants_reload_failed")
+    assert failed["error"] == "unexpected RuntimeError: disk on fire"
 
 
 async def test_watch_follows_a_kubernetes_secret_symlink_swap(tmp_path: Path) -> None:
+    # The kubelet's layout: tenants.yaml -> ..data/tenants.yaml, ..data -> ..<timestamp>/
     mount = tmp_path / "mount"
     mount.mkdir()
-    first = mount / "..2026_11_23_1"
+    first = mount / "..2026_11_23_12_00_00.1"
     first.mkdir()
     (first / "tenants.yaml").write_text(tenants_text("a"))
     (mount / "..data").symlink_to(first.name)
     (mount / "tenants.yaml").symlink_to("..data/tenants.yaml")
     registry = TenantRegistry(mount / "tenants.yaml")
+
+    def swap(name: str, text: str) -> None:
+        target = mount / name
+        target.mkdir()
+        (target / "tenants.yaml").write_text(text)
+        (mount / "..data_tmp").symlink_to(target.name)
+        os.replace(mount / "..data_tmp", mount / "..data")  # atomic rename, as the kubelet does
+
     with capture_logs() as logs:
-        watcher = asyncio.create_task(registry.watch(0.01))
-        second = mount / "..2026_11_23_2"
-        second.mkdir()
-        (second / "tenants.yaml").write_text(tenants_text("a", "b"))
-        (mount / "..data_tmp").symlink_to(second.name)
-        os.replace(mount / "..data_tmp", mount / "..data")  # atomic, as kubelet does
-        await wait_for(lambda: "b" in registry.current.tenants)
-        (second / "tenants.yaml").write_text("not: [valid")
-        await wait_for(lambda: any(e["event"] == "tenants_reload_failed" for e in logs))
-        watcher.cancel()
-    assert set(registry.current.tenants) == {"a", "b"}
-    assert [e["event"] for e in logs].count("tenants_reloaded") == 1
-    assert not any("sha256" in str(e) for e in logs)
+        async with watching(registry):
+            swap("..2026_11_23_12_01_00.2", tenants_text("a", "b"))
+            await wait_for(lambda: "b" in registry.current.tenants)
+            swap("..2026_11_23_12_02_00.3", "tenants: [valid")
+            await wait_for(lambda: bool(events(logs, "tenants_reload_failed")))
+            assert set(registry.current.tenants) == {"a", "b"}
+            swap("..2026_11_23_12_03_00.4", tenants_text("b"))
+            await wait_for(lambda: "a" not in registry.current.tenants)
+    assert [e["tenants"] for e in events(logs, "tenants_reloaded")] == [2, 1]
+    assert "not valid YAML at line 1" in events(logs, "tenants_reload_failed")[0]["error"]
+    assert_no_key_material(logs, "a", "b")
