@@ -25,6 +25,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from gateway import metrics
 from gateway.audit import AuditLog, log_sink
 from gateway.audit import stop as stop_audit
 from gateway.errors import GatewayError
@@ -111,11 +112,13 @@ def create_app(
                 client, backend, ttl=settings.catalog_ttl_seconds, clock=clock, holder=holder
             )
             trail = AuditTrail(backend)
-            audit_log = AuditLog([log_sink, trail.write])
-            app.state.audit = audit_log
-            drain = asyncio.create_task(audit_log.run())
-            # Registered after the store, so it runs first on the way out: flush, then close.
-            stack.push_async_callback(stop_audit, drain, audit_log)
+            audit_log = None
+            if "audit" not in settings.features_off:
+                audit_log = AuditLog([log_sink, trail.write])
+                app.state.audit = audit_log
+                drain = asyncio.create_task(audit_log.run())
+                # Registered after the store, so it runs first on the way out: flush, then close.
+                stack.push_async_callback(stop_audit, drain, audit_log)
             quotas = Quotas(
                 backend,
                 clock=clock,
@@ -201,6 +204,8 @@ def app_from_env() -> Litestar:
     """App factory for ``uvicorn --factory`` workers: settings and logging from the environment."""
     settings = Settings.from_env(os.environ)
     configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
+    if "metrics" in settings.features_off:
+        metrics.switch_off()  # process-wide, like the metrics themselves
     return create_app(settings)
 
 

@@ -16,6 +16,7 @@ __all__ = ("DEFAULT_UPSTREAM_URL", "Secret", "Settings", "SettingsError")
 
 DEFAULT_UPSTREAM_URL = "https://console.gmicloud.ai/api/v1/ie/requestqueue/apikey"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SWITCHABLE_FEATURES = ("audit", "metrics")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Number = TypeVar("Number", int, float)
@@ -80,6 +81,7 @@ class Settings:
     status_ttl_seconds: float = 1.0
     circuit_threshold: int = 5
     circuit_cooldown_seconds: float = 10.0
+    features_off: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, require_tenants_file: bool = True) -> Settings:
@@ -95,7 +97,9 @@ class Settings:
         unpolled before the reconciler looks) and ``GATEWAY_RECONCILE_READ_BUDGET`` (upstream
         reads per pass); ``GATEWAY_STATUS_TTL_SECONDS`` (at most one upstream status call per
         job per this many seconds, across replicas); ``GATEWAY_CIRCUIT_THRESHOLD`` (consecutive
-        upstream failures that open the circuit) and ``GATEWAY_CIRCUIT_COOLDOWN_SECONDS``.
+        upstream failures that open the circuit) and ``GATEWAY_CIRCUIT_COOLDOWN_SECONDS``;
+        ``GATEWAY_FEATURES_OFF`` (comma-separated ``audit``, ``metrics``: switched off to measure
+        what they cost, as the benchmark does; production leaves it unset).
 
         Raises:
             SettingsError: naming the first invalid or missing variable.
@@ -144,6 +148,7 @@ class Settings:
             circuit_cooldown_seconds=_positive(
                 env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 10.0, float
             ),
+            features_off=_features_off(env.get("GATEWAY_FEATURES_OFF", "")),
         )
 
 
@@ -173,6 +178,17 @@ def _positive(env: Mapping[str, str], name: str, default: Number, kind: type[Num
     if value <= 0:
         raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
     return value
+
+
+def _features_off(raw: str) -> frozenset[str]:
+    names = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    unknown = sorted(names - set(SWITCHABLE_FEATURES))
+    if unknown:
+        raise SettingsError(
+            f"GATEWAY_FEATURES_OFF: unknown feature {unknown[0]!r}"
+            f" (known: {', '.join(SWITCHABLE_FEATURES)})"
+        )
+    return names
 
 
 def _networks(raw: str) -> tuple[IPNetwork, ...]:

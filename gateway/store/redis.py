@@ -27,6 +27,7 @@ from gateway.store.base import (
     StoreError,
     SubmitLimits,
 )
+from gateway.store.batching import Batcher
 from gateway.store.keys import store_key
 from gateway.store.limits import RateResult, decide_submit, to_us, usage_states
 
@@ -34,6 +35,7 @@ __all__ = ("RedisStore",)
 
 _T = TypeVar("_T")
 Arg = bytes | str | int | float
+_ReadGroup = tuple[str, int, float]  # tenant, reads per minute (0: unlimited), refresh ttl
 
 
 def _script(client: aioredis.Redis, name: str) -> AsyncScript:
@@ -68,11 +70,12 @@ class RedisStore(Store):
         self._reserve = _script(client, "reserve")
         self._release = _script(client, "release")
         self._settle = _script(client, "settle")
-        self._take_read = _script(client, "take_read")
         self._begin_idempotent = _script(client, "begin_idempotent")
         self._lease = _script(client, "lease")
         self._claim = _script(client, "claim")
-        self._poll = _script(client, "poll")
+        self._reads_script = _script(client, "reads")
+        self._append_audit = _script(client, "append_audit")
+        self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
@@ -181,28 +184,35 @@ class RedisStore(Store):
     async def poll_job(
         self, tenant: str, request_id: str, *, reads_per_minute: int | None, refresh_ttl: float
     ) -> Poll:
-        keys = [
-            self._key(tenant, "rate", "read"),
-            self._key(tenant, "job", request_id),
-            self._key(tenant, "refresh", request_id),
-        ]
-        now = self._clock()
-        args: list[Arg] = [to_us(now), now, reads_per_minute or 0, self._retention, refresh_ttl]
-        allowed, remaining, reset_us, retry_us, model, created, record, claimed = await self._call(
-            self._poll(keys=keys, args=args)
-        )
+        group = (tenant, reads_per_minute or 0, refresh_ttl)
+        reply = await self._reads.call(group, request_id)
+        allowed, remaining, reset_us, retry_us, model, created, record, claimed = reply
         read = None
         if reads_per_minute is not None:
-            state = LimitState(READS_PER_MINUTE, reads_per_minute, remaining, reset_us / 1e6)
-            read = (
-                Decision(True, (state,))
-                if allowed
-                else Decision(False, (state,), READS_PER_MINUTE, retry_us / 1e6)
-            )
+            read = _read_decision(reads_per_minute, allowed, remaining, reset_us, retry_us)
         job = None
         if model:
             job = StoredJob(tenant, request_id, model.decode(), float(created), bytes(record))
         return Poll(read, job, bool(claimed))
+
+    async def _read_batch(self, group: _ReadGroup, items: Sequence[str | None]) -> list[Any]:
+        """One ``reads.lua`` call for a tenant's queued reads and polls (see ``batching``)."""
+        tenant, reads_per_minute, refresh_ttl = group
+        keys = [self._key(tenant, "rate", "read")]
+        at: list[Arg] = []
+        for request_id in items:
+            if request_id is None:
+                at.append(0)
+            else:
+                at.append(len(keys) + 1)  # Lua indexes KEYS from 1
+                keys += [
+                    self._key(tenant, "job", request_id),
+                    self._key(tenant, "refresh", request_id),
+                ]
+        now = self._clock()
+        args: list[Arg] = [to_us(now), now, reads_per_minute, self._retention, refresh_ttl, *at]
+        answers: list[Any] = await self._call(self._reads_script(keys=keys, args=args))
+        return answers
 
     async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
         keys = [self._key(tenant, "refresh", request_id)]
@@ -267,15 +277,9 @@ class RedisStore(Store):
         return Settlement(int(cost), int(refunded))
 
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
-        keys = [self._key(tenant, "rate", "read")]
-        args: list[Arg] = [to_us(self._clock()), reads_per_minute]
-        allowed, remaining, reset_us, retry_us = await self._call(
-            self._take_read(keys=keys, args=args)
-        )
-        state = LimitState(READS_PER_MINUTE, reads_per_minute, remaining, reset_us / 1e6)
-        if not allowed:
-            return Decision(False, (state,), READS_PER_MINUTE, retry_us / 1e6)
-        return Decision(True, (state,))
+        reply = await self._reads.call((tenant, reads_per_minute, 0.0), None)
+        allowed, remaining, reset_us, retry_us = reply[:4]
+        return _read_decision(reads_per_minute, allowed, remaining, reset_us, retry_us)
 
     async def usage(
         self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
@@ -365,17 +369,19 @@ class RedisStore(Store):
 
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
         oldest = f"{int((self._clock() - self._audit_retention) * 1000)}-0"
-        pipe = self._redis.pipeline(transaction=False)
-        streams = {self._audit_global}
+        streams: dict[str, list[Arg]] = {self._audit_global: []}
         for tenant, body in events:
-            _ = pipe.xadd(self._audit_global, {"e": body}, maxlen=self._audit_max, approximate=True)
+            streams[self._audit_global].append(body)
             if tenant is not None:
-                stream = self._key(tenant, "audit")
-                streams.add(stream)
-                _ = pipe.xadd(stream, {"e": body}, maxlen=self._audit_max, approximate=True)
-        for stream in streams:  # age bound: once per stream per batch
-            _ = pipe.xtrim(stream, minid=oldest, approximate=True)
-        await self._call(pipe.execute())
+                streams.setdefault(self._key(tenant, "audit"), []).append(body)
+        await asyncio.gather(  # one script per stream: each touches one cluster slot
+            *(
+                self._call(
+                    self._append_audit(keys=[stream], args=[self._audit_max, oldest, *bodies])
+                )
+                for stream, bodies in streams.items()
+            )
+        )
 
     async def read_audit(
         self, tenant: str | None, *, before: str | None, count: int
@@ -412,6 +418,7 @@ class RedisStore(Store):
         await self._call(self._redis.ping())
 
     async def aclose(self) -> None:
+        await self._reads.aclose()
         await self._redis.aclose()
 
     def _job(self, tenant: str, request_id: str, fields: list[Any]) -> StoredJob | None:
@@ -433,6 +440,15 @@ class RedisStore(Store):
             raise StoreError(
                 f"redis {type(exc).__name__}: {_without_credentials(str(exc))}"
             ) from None
+
+
+def _read_decision(
+    reads_per_minute: int, allowed: int, remaining: int, reset_us: int, retry_us: int
+) -> Decision:
+    state = LimitState(READS_PER_MINUTE, reads_per_minute, remaining, reset_us / 1e6)
+    if not allowed:
+        return Decision(False, (state,), READS_PER_MINUTE, retry_us / 1e6)
+    return Decision(True, (state,))
 
 
 def _member(tenant: str, request_id: str) -> str:

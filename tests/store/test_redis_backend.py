@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 from gateway.store import StoreError
-from gateway.store.base import Charge, SubmitLimits
+from gateway.store.base import Charge, Decision, SubmitLimits
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
 from tests.support.redis_server import RedisServer, find_redis_server
@@ -152,3 +153,20 @@ async def test_job_operations_are_one_round_trip(
         model = "m" if operation == "list_by_model" else None
         assert (await store.list_jobs("a", model=model, limit=3)).total == 5
     assert sent == 1
+
+
+async def test_concurrent_reads_of_a_tenant_share_round_trips(
+    store: RedisStore, own_server: RedisServer
+) -> None:
+    """Exactly the limit passes, as with separate calls, in far fewer script calls."""
+    await store.add_job("a", "r1", "m", b"{}")
+    with redis.Redis.from_url(own_server.url) as client:
+        client.config_resetstat()
+    reads = [store.take_read("a", 30) for _ in range(25)]
+    polls = [store.poll_job("a", "r1", reads_per_minute=30, refresh_ttl=1.0) for _ in range(25)]
+    answers = await asyncio.gather(*reads, *polls)
+    with redis.Redis.from_url(own_server.url) as client:
+        calls = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    decisions = [a if isinstance(a, Decision) else a.read for a in answers]
+    assert sum(d is not None and d.allowed for d in decisions) == 30
+    assert calls <= 5, f"{calls} script calls for 50 concurrent reads"

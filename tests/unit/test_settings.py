@@ -53,3 +53,11 @@ def test_key_from_file(tmp_path: Path) -> None:
 def test_invalid_environment_names_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env(env)
+
+
+def test_features_can_be_switched_off_for_measuring() -> None:
+    assert Settings.from_env(BASE).features_off == frozenset()
+    settings = Settings.from_env({**BASE, "GATEWAY_FEATURES_OFF": " audit, metrics "})
+    assert settings.features_off == {"audit", "metrics"}
+    with pytest.raises(SettingsError, match="GATEWAY_FEATURES_OFF: unknown feature 'quotas'"):
+        Settings.from_env({**BASE, "GATEWAY_FEATURES_OFF": "audit,quotas"})
