@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.upstream.circuit import CircuitBreaker
 from gateway.upstream.errors import UpstreamAmbiguous, UpstreamError, UpstreamUnavailable
 from gateway.upstream.retry import RETRYABLE_STATUSES, RetryBudget, backoff_delay
+from gateway.upstream.transport import AiohttpTransport
 
 __all__ = ("UpstreamClient", "UpstreamResponse")
 
@@ -52,8 +53,9 @@ class UpstreamResponse:
 class UpstreamClient:
     """Calls the upstream's request-queue routes with the gateway's one shared key.
 
-    One pooled ``httpx.AsyncClient`` per instance (keep-alive = pool size, so a burst never
-    closes connections it is about to need again); build one per process and share it.
+    One ``httpx.AsyncClient`` per instance over a pooled aiohttp transport (keep-alive = pool
+    size, so a burst never closes connections it is about to need again; see ``transport``);
+    build one per process and share it.
     """
 
     def __init__(
@@ -92,9 +94,8 @@ class UpstreamClient:
             base_url=base_url.rstrip("/"),
             headers=headers,
             timeout=self._timeout,
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
             follow_redirects=False,
-            transport=transport,
+            transport=transport or AiohttpTransport(pool_size=pool_size),
         )
         self._pool_size = pool_size
         self._get_attempts = max(1, get_attempts)

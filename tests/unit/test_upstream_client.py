@@ -19,6 +19,7 @@ from gateway.upstream import (
 )
 from gateway.upstream import retry as retry_module
 from gateway.upstream.retry import RetryBudget, backoff_delay
+from gateway.upstream.transport import AiohttpTransport
 
 KEY = "gmi-secret-key-value-1234567890"
 BASE = "https://upstream.test/api/v1/ie/requestqueue/apikey"
@@ -185,8 +186,9 @@ async def test_one_pool_with_keep_alive_equal_to_its_size_and_all_timeouts() -> 
     try:
         assert upstream._http.timeout == httpx.Timeout(connect=1.5, read=9.0, write=9.0, pool=1.5)
         assert upstream._http.follow_redirects is False
-        pool = upstream._http._transport._pool  # type: ignore[attr-defined]
-        assert (pool._max_connections, pool._max_keepalive_connections) == (7, 7)
+        transport = upstream._http._transport
+        assert isinstance(transport, AiohttpTransport)
+        assert transport._pool_size == 7
     finally:
         await upstream.aclose()
 
