@@ -151,9 +151,13 @@ class AuditLog:
 
 
 async def log_sink(events: Sequence[AuditEvent]) -> None:
-    """JSON lines on stdout through the ``audit`` logger."""
+    """JSON lines on stdout through the ``audit`` logger (fields that are unset left out).
+
+    For an audited request this is its canonical log line (the middleware writes no other).
+    """
     for event in events:
-        _log.info("audit", **msgspec.structs.asdict(event))
+        fields = msgspec.structs.asdict(event)
+        _log.info("audit", **{name: value for name, value in fields.items() if value is not None})
 
 
 async def stop(task: asyncio.Task[None], audit: AuditLog) -> None:

@@ -2,8 +2,9 @@
 
 structlog's production chain (contextvars, ISO timestamps, JSON) writes one line per event to
 stdout. Every request gets an id (``X-Request-ID`` accepted when well-formed, generated
-otherwise) bound into the log context and returned on the response, and one canonical
-``request`` line when it ends. A redaction processor scrubs every registered secret value from
+otherwise) bound into the log context and returned on the response, and one canonical line
+when it ends: the audit event's (``audit``), or for requests that are not audited (probes,
+the scrape) a ``request`` line. A redaction processor scrubs every registered secret value from
 every log line, whatever path it took to get there.
 """
 
@@ -137,6 +138,7 @@ class RequestContextMiddleware:
         self._log = structlog.get_logger("gateway.request")
         self._trusted = tuple(trusted_proxies)
         self._unaudited = unaudited
+        self._series: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -171,19 +173,26 @@ class RequestContextMiddleware:
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             tenant = state.get("tenant")
             labels = (route, method, metrics.status_class(status), tenant or metrics.UNKNOWN)
-            metrics.HTTP_REQUESTS.labels(*labels).inc()
-            metrics.HTTP_REQUEST_DURATION.labels(*labels).observe(elapsed)
-            self._log.info(
-                "request",
-                method=method,
-                route=route,
-                status=status,
-                duration_ms=round(elapsed * 1000, 3),
-                tenant=tenant,
-                key_id=state.get("key_id"),
-            )
+            series = self._series.get(labels)
+            if series is None:  # label values are bounded, and so is this cache
+                series = self._series[labels] = (
+                    metrics.HTTP_REQUESTS.labels(*labels),
+                    metrics.HTTP_REQUEST_DURATION.labels(*labels),
+                )
+            series[0].inc()
+            series[1].observe(elapsed)
             sink = getattr(getattr(scope.get("app"), "state", None), "audit", None)
-            if sink is not None and scope["path"] not in self._unaudited:
+            if sink is None or scope["path"] in self._unaudited:
+                self._log.info(
+                    "request",
+                    method=method,
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 3),
+                    tenant=tenant,
+                    key_id=state.get("key_id"),
+                )
+            else:  # the audit event's log line is the request's one canonical line
                 sink.emit(
                     self._event(
                         scope,

@@ -88,4 +88,4 @@ def test_sigterm_drains_in_flight_requests_and_flushes_audit(
     audited = {json.loads(fields[b"e"])["request_id"] for _, fields in trail}
     assert set(completed) <= audited  # the audit buffer was flushed on the way out
     assert not set(failed) & audited  # every failure was refused before the gateway accepted it
-    assert '"event":"request"' in gateway.output()
+    assert '"event":"audit"' in gateway.output()
