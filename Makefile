@@ -43,7 +43,7 @@ format: install ## Apply ruff fixes and formatting
 openapi: install ## Regenerate openapi/openapi.json from the app
 	$(BIN)/gmi-gateway openapi
 
-bench: install ## Load benchmark: gateway vs simulator vs nginx (needs wrk, nginx, redis-server)
+bench: install ## Load benchmark: gateway vs simulator, nginx and bare Litestar (needs wrk, nginx, redis-server)
 	$(BIN)/python bench/run.py
 
 clean: ## Remove the virtualenv and caches
