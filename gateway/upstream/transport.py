@@ -24,9 +24,11 @@ __all__ = ("AiohttpTransport",)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """A pooled HTTP/1.1 transport: ``pool_size`` connections, all kept alive between calls."""
+    """A pooled HTTP/1.1 transport: up to ``pool_size`` connections, all kept alive between
+    calls for ``keepalive_seconds`` (httpx's default: an idle connection the upstream may be
+    about to close is not worth the risk of a submit lost on it)."""
 
-    def __init__(self, *, pool_size: int, keepalive_seconds: float = 30.0) -> None:
+    def __init__(self, *, pool_size: int, keepalive_seconds: float = 5.0) -> None:
         self._pool_size = pool_size
         self._keepalive = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
