@@ -22,11 +22,12 @@ from gateway.store import JobPage, Store, StoredJob, StoreError
 from gateway.store.base import (
     Charge,
     Decision,
-    IdempotencyState,
+    Idempotency,
     LimitState,
     Poll,
     Settlement,
     SubmitLimits,
+    SubmitStart,
 )
 
 __all__ = ("StoreFailover",)
@@ -66,16 +67,29 @@ class StoreFailover(Store):
         *,
         charge: Charge | None = None,
         deadline: float | None = None,
+        idempotency: Idempotency | None = None,
     ) -> StoredJob:
         try:
             return await self._shared.add_job(
-                tenant, request_id, model, record, charge=charge, deadline=deadline
+                tenant,
+                request_id,
+                model,
+                record,
+                charge=charge,
+                deadline=deadline,
+                idempotency=idempotency,
             )
         except StoreError as exc:
             local = self._fallback("add_job", exc)
         self._pending.append(_PendingJob(tenant, request_id, model, record))
         return await local.add_job(
-            tenant, request_id, model, record, charge=charge, deadline=deadline
+            tenant,
+            request_id,
+            model,
+            record,
+            charge=charge,
+            deadline=deadline,
+            idempotency=idempotency,
         )
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -123,14 +137,22 @@ class StoreFailover(Store):
                 tenant, request_id, ttl=ttl
             )
 
-    async def reserve_submit(
-        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
-    ) -> Decision:
+    async def begin_submit(
+        self,
+        tenant: str,
+        charge: Charge,
+        limits: SubmitLimits,
+        *,
+        hold_until: float,
+        idempotency: Idempotency | None = None,
+    ) -> SubmitStart:
         try:
-            return await self._shared.reserve_submit(tenant, charge, limits, hold_until=hold_until)
+            return await self._shared.begin_submit(
+                tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
+            )
         except StoreError as exc:
-            return await self._fallback("reserve_submit", exc).reserve_submit(
-                tenant, charge, limits, hold_until=hold_until
+            return await self._fallback("begin_submit", exc).begin_submit(
+                tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
 
     async def release(self, tenant: str, charge: Charge) -> bool:
@@ -163,16 +185,6 @@ class StoreFailover(Store):
 
     async def mark_checked(self, tenant: str, request_id: str) -> None:
         await self._shared.mark_checked(tenant, request_id)
-
-    async def begin_idempotent(
-        self, tenant: str, key: str, fingerprint: str, *, ttl: float
-    ) -> IdempotencyState:
-        try:
-            return await self._shared.begin_idempotent(tenant, key, fingerprint, ttl=ttl)
-        except StoreError as exc:
-            return await self._fallback("begin_idempotent", exc).begin_idempotent(
-                tenant, key, fingerprint, ttl=ttl
-            )
 
     async def finish_idempotent(
         self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import msgspec
@@ -36,7 +36,7 @@ from gateway.services.quota import Quotas
 from gateway.services.relay import relayed_error, unavailable
 from gateway.services.tenants import Principal
 from gateway.store import Store, StoredJob, StoreError
-from gateway.store.base import Charge, Decision
+from gateway.store.base import Charge, Decision, Idempotency, IdempotencyState
 from gateway.upstream import UpstreamAmbiguous, UpstreamClient, UpstreamError, UpstreamResponse
 
 __all__ = ("TERMINAL_STATUSES", "Jobs", "Submitted", "job_status")
@@ -115,36 +115,46 @@ class Jobs:
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = (await self._catalog.model(submission.model)).value
         validate_payload(submission.payload, entry.parameters)
-        fingerprint = ""
+        claim = None
         if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
             fingerprint = _fingerprint(submission.model, submission.payload)
-            replay = await self._claim(tenant.id, idempotency_key, fingerprint)
-            if replay is not None:
-                return replay
+            claim = Idempotency(idempotency_key, fingerprint, IDEMPOTENCY_PENDING_TTL)
+        charge = self._quotas.charge_for(submission.payload)
+        start = await self._quotas.begin_submit(tenant, charge, claim)
+        if start.decision is None:  # the key was used before
+            assert start.claim is not None
+            return _replay(start.claim)
         try:
-            result = await self._forward(principal, submission.model, submission.payload, body)
+            return await self._forward(
+                principal,
+                body,
+                model=submission.model,
+                charge=charge,
+                decision=start.decision,
+                claim=claim,
+            )
         except (UpstreamTimeout, _AcceptedButUnrecorded) as exc:
-            if idempotency_key is not None:  # a replay must not create a second job
-                await self._finish(tenant.id, idempotency_key, fingerprint, exc)
+            if claim is not None:  # a replay must not create a second job
+                await self._finish(tenant.id, claim, exc)
             raise
         except BaseException:
-            if idempotency_key is not None:
-                await self._call_store(self._store.abandon_idempotent(tenant.id, idempotency_key))
+            if claim is not None:
+                await self._call_store(self._store.abandon_idempotent(tenant.id, claim.key))
             raise
-        if idempotency_key is not None:
-            await self._call_store(
-                self._store.finish_idempotent(
-                    tenant.id, idempotency_key, fingerprint, 200, result.body, ttl=IDEMPOTENCY_TTL
-                )
-            )
-        return result
 
     async def _forward(
-        self, principal: Principal, model: str, payload: dict[str, object], body: bytes
+        self,
+        principal: Principal,
+        body: bytes,
+        *,
+        model: str,
+        charge: Charge,
+        decision: Decision,
+        claim: Idempotency | None,
     ) -> Submitted:
+        """Send the reserved submit once; record the job (and the key's answer) or release."""
         tenant = principal.tenant
-        charge = self._quotas.charge_for(payload)
-        decision = await self._quotas.reserve(tenant, charge)
         try:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
@@ -181,6 +191,7 @@ class Jobs:
                 response.body,
                 charge=charge,
                 deadline=self._quotas.deadline(),
+                idempotency=None if claim is None else replace(claim, ttl=IDEMPOTENCY_TTL),
             )
         except StoreError as exc:
             _log.error(
@@ -306,31 +317,11 @@ class Jobs:
         if await self._quotas.settle(tenant, request_id, "expired") is not None:
             _log.warning("job_expired", tenant=tenant, upstream_request_id=request_id)
 
-    async def _claim(self, tenant: str, key: str, fingerprint: str) -> Submitted | None:
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-            raise InvalidPayload(
-                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
-            )
-        state = await self._call_store(
-            self._store.begin_idempotent(tenant, key, fingerprint, ttl=IDEMPOTENCY_PENDING_TTL)
-        )
-        if state.outcome == "pending":
-            raise IdempotencyConflict(
-                "a request with this Idempotency-Key is still in progress; retry when it ends"
-            )
-        if state.outcome == "mismatch":
-            raise IdempotencyMismatch(
-                "this Idempotency-Key was already used with a different request body"
-            )
-        if state.outcome == "done":
-            return Submitted(state.status, state.body, None, replayed=True)
-        return None
-
-    async def _finish(self, tenant: str, key: str, fingerprint: str, exc: GatewayError) -> None:
+    async def _finish(self, tenant: str, claim: Idempotency, exc: GatewayError) -> None:
         body = msgspec.json.encode({"error": exc.message, "code": exc.code})
         await self._call_store(
             self._store.finish_idempotent(
-                tenant, key, fingerprint, exc.status, body, ttl=IDEMPOTENCY_TTL
+                tenant, claim.key, claim.fingerprint, exc.status, body, ttl=IDEMPOTENCY_TTL
             )
         )
 
@@ -348,6 +339,26 @@ class Jobs:
             raise StoreUnavailable(
                 f"the gateway's store is unavailable, so nothing was sent upstream: {exc}"
             ) from None
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidPayload(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+
+
+def _replay(claim: IdempotencyState) -> Submitted:
+    """The answer for a key that was used before: the stored one, or why there is none."""
+    if claim.outcome == "pending":
+        raise IdempotencyConflict(
+            "a request with this Idempotency-Key is still in progress; retry when it ends"
+        )
+    if claim.outcome == "mismatch":
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was already used with a different request body"
+        )
+    return Submitted(claim.status, claim.body, None, replayed=True)
 
 
 def _fingerprint(model: str, payload: dict[str, object]) -> str:

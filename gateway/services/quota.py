@@ -29,9 +29,11 @@ from gateway.store.base import (
     VIDEO_SECONDS_PER_MONTH,
     Charge,
     Decision,
+    Idempotency,
     LimitState,
     Settlement,
     SubmitLimits,
+    SubmitStart,
 )
 
 __all__ = (
@@ -133,20 +135,28 @@ class Quotas:
         day, month, day_ends, month_ends = _periods(self._clock())
         return Charge(uuid.uuid4().hex, video_seconds(payload), day, month, day_ends, month_ends)
 
-    async def reserve(self, tenant: Tenant, charge: Charge) -> Decision:
-        """Reserve every submit limit for ``charge`` or raise a 429 naming the first violated.
+    async def begin_submit(
+        self, tenant: Tenant, charge: Charge, idempotency: Idempotency | None = None
+    ) -> SubmitStart:
+        """Claim the submit's Idempotency-Key and reserve every submit limit for ``charge`` in
+        one store step, or raise a 429 naming the first violated limit (the key stays free).
 
-        The slot is held for a bounded time (``ambiguous_hold_seconds``) unless the job gets
-        recorded, which holds it until the job's deadline or its settlement.
+        A key that is not new reserves nothing: the caller replays or refuses. The slot is held
+        for a bounded time (``ambiguous_hold_seconds``) unless the job gets recorded, which
+        holds it until the job's deadline or its settlement.
         """
-        decision = await _unavailable_on_error(
-            self._store.reserve_submit(
-                tenant.id, charge, _submit_limits(tenant), hold_until=self._clock() + self._hold
+        start = await _unavailable_on_error(
+            self._store.begin_submit(
+                tenant.id,
+                charge,
+                _submit_limits(tenant),
+                hold_until=self._clock() + self._hold,
+                idempotency=idempotency,
             )
         )
-        if not decision.allowed:
-            raise _rejection(tenant.id, decision)
-        return decision
+        if start.decision is not None and not start.decision.allowed:
+            raise _rejection(tenant.id, start.decision)
+        return start
 
     async def take_read(self, tenant: Tenant) -> Decision | None:
         """Consume one read, or raise a 429; ``None`` when reads are unlimited."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = (
     "Charge",
     "Decision",
+    "Idempotency",
     "IdempotencyState",
     "JobPage",
     "LimitState",
@@ -27,6 +28,7 @@ __all__ = (
     "StoreError",
     "StoredJob",
     "SubmitLimits",
+    "SubmitStart",
 )
 
 SUBMITS_PER_MINUTE = "submits_per_minute"
@@ -146,6 +148,16 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and the fingerprint of the request that came with it; ``ttl`` is
+    how long the operation it is given to keeps it (a claim, or a stored answer)."""
+
+    key: str
+    fingerprint: str
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyState:
     """Where an ``Idempotency-Key`` stands for a given request fingerprint.
 
@@ -157,6 +169,16 @@ class IdempotencyState:
     outcome: str
     status: int = 0
     body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitStart:
+    """What ``begin_submit`` did: ``claim`` is where the key stands (``None`` without a key);
+    ``decision`` is the reservation's, ``None`` when the key was not ``new`` (nothing was
+    reserved)."""
+
+    claim: IdempotencyState | None
+    decision: Decision | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +209,7 @@ class Store(abc.ABC):
         *,
         charge: Charge | None = None,
         deadline: float | None = None,
+        idempotency: Idempotency | None = None,
     ) -> StoredJob:
         """Record that ``tenant`` owns ``request_id`` and add it to the tenant's job index.
 
@@ -198,6 +221,10 @@ class Store(abc.ABC):
         With a ``charge`` (reserved by ``reserve_submit``), the job carries it until it is
         settled: its concurrency slot is held until ``deadline`` (unix seconds) at the latest,
         and the job is listed by ``jobs_to_reconcile`` until settled.
+
+        With ``idempotency`` (a key ``begin_submit`` claimed), the same atomic step stores
+        ``record`` as the key's answer (status 200) for ``idempotency.ttl`` seconds, as
+        ``finish_idempotent`` would.
         """
 
     @abc.abstractmethod
@@ -235,16 +262,34 @@ class Store(abc.ABC):
         others serve the stored record, so N pollers of one job cost one upstream call."""
 
     @abc.abstractmethod
+    async def begin_submit(
+        self,
+        tenant: str,
+        charge: Charge,
+        limits: SubmitLimits,
+        *,
+        hold_until: float,
+        idempotency: Idempotency | None = None,
+    ) -> SubmitStart:
+        """Claim the submit's ``Idempotency-Key`` and reserve its limits in one atomic step.
+
+        With ``idempotency``, the key is checked first (see ``IdempotencyState``): unless it is
+        ``new`` nothing else happens. Then every limit in ``limits`` is checked and, only if all
+        pass, all are consumed at once, whatever the number of replicas: N concurrent calls
+        against a limit of L allow exactly L. On success the submit rate is consumed,
+        ``charge.cost`` is added to the day and month budgets, the slot ``charge.token`` is held
+        until ``hold_until`` (unless ``add_job`` extends it to the job's deadline) and the key
+        is claimed for ``idempotency.ttl`` seconds. On rejection nothing changes, so the key
+        stays free for a retry.
+        """
+
     async def reserve_submit(
         self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
     ) -> Decision:
-        """Check every limit in ``limits`` and, only if all pass, consume them all at once.
-
-        One atomic step whatever the number of replicas: N concurrent calls against a limit of
-        L allow exactly L. On success the submit rate is consumed, ``charge.cost`` is added to
-        the day and month budgets and the slot ``charge.token`` is held until ``hold_until``
-        (unless ``add_job`` extends it to the job's deadline). On rejection nothing changes.
-        """
+        """``begin_submit`` without an ``Idempotency-Key``: just the reservation."""
+        start = await self.begin_submit(tenant, charge, limits, hold_until=hold_until)
+        assert start.decision is not None  # only a key that is not new skips the reservation
+        return start.decision
 
     @abc.abstractmethod
     async def release(self, tenant: str, charge: Charge) -> bool:
@@ -282,18 +327,11 @@ class Store(abc.ABC):
         reconciler), so the reconciler leaves it alone for a while."""
 
     @abc.abstractmethod
-    async def begin_idempotent(
-        self, tenant: str, key: str, fingerprint: str, *, ttl: float
-    ) -> IdempotencyState:
-        """Claim ``key`` for the request with ``fingerprint`` (see ``IdempotencyState``).
-
-        A claim that is never finished expires after ``ttl`` seconds."""
-
-    @abc.abstractmethod
     async def finish_idempotent(
         self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float
     ) -> None:
-        """Store the answer for a claimed key; replays get it for ``ttl`` seconds."""
+        """Store the answer for a key ``begin_submit`` claimed; replays get it for ``ttl``
+        seconds."""
 
     @abc.abstractmethod
     async def abandon_idempotent(self, tenant: str, key: str) -> None:

@@ -14,6 +14,7 @@ from gateway.store.base import (
     READS_PER_MINUTE,
     Charge,
     Decision,
+    Idempotency,
     IdempotencyState,
     JobPage,
     LimitState,
@@ -22,6 +23,7 @@ from gateway.store.base import (
     Store,
     StoredJob,
     SubmitLimits,
+    SubmitStart,
 )
 from gateway.store.limits import decide_submit, rate_take, to_us, usage_states
 
@@ -82,6 +84,7 @@ class MemoryStore(Store):
         *,
         charge: Charge | None = None,
         deadline: float | None = None,
+        idempotency: Idempotency | None = None,
     ) -> StoredJob:
         now = self._clock()
         jobs = self._purged(tenant, now)
@@ -101,6 +104,10 @@ class MemoryStore(Store):
             if deadline is not None:
                 self._slots.setdefault(tenant, {})[charge.token] = deadline
             self._to_check[tenant, request_id] = now
+        if idempotency is not None:
+            await self.finish_idempotent(
+                tenant, idempotency.key, idempotency.fingerprint, 200, record, ttl=idempotency.ttl
+            )
         return job
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -152,10 +159,21 @@ class MemoryStore(Store):
 
     # --- quotas -----------------------------------------------------------------------------
 
-    async def reserve_submit(
-        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
-    ) -> Decision:
+    async def begin_submit(
+        self,
+        tenant: str,
+        charge: Charge,
+        limits: SubmitLimits,
+        *,
+        hold_until: float,
+        idempotency: Idempotency | None = None,
+    ) -> SubmitStart:
         now = self._clock()
+        claim = None
+        if idempotency is not None:
+            claim = self._claim_state(tenant, idempotency, now)
+            if claim.outcome != "new":
+                return SubmitStart(claim, None)
         rate = None
         if limits.submits_per_minute is not None:
             tat = self._rates.get((tenant, "submit"))
@@ -176,7 +194,11 @@ class MemoryStore(Store):
             slots[charge.token] = hold_until
             for period in (charge.day, charge.month):
                 self._budgets[tenant, period] = self._budgets.get((tenant, period), 0) + charge.cost
-        return decision
+            if idempotency is not None:
+                self._claims[tenant, idempotency.key] = _Claim(
+                    idempotency.fingerprint, now + idempotency.ttl
+                )
+        return SubmitStart(claim, decision)
 
     async def release(self, tenant: str, charge: Charge) -> bool:
         slots = self._slots.get(tenant, {})
@@ -251,15 +273,11 @@ class MemoryStore(Store):
         if (tenant, request_id) in self._to_check:
             self._to_check[tenant, request_id] = self._clock()
 
-    async def begin_idempotent(
-        self, tenant: str, key: str, fingerprint: str, *, ttl: float
-    ) -> IdempotencyState:
-        now = self._clock()
-        claim = self._claims.get((tenant, key))
+    def _claim_state(self, tenant: str, idempotency: Idempotency, now: float) -> IdempotencyState:
+        claim = self._claims.get((tenant, idempotency.key))
         if claim is None or claim.expires_at <= now:
-            self._claims[tenant, key] = _Claim(fingerprint, now + ttl)
             return IdempotencyState("new")
-        if claim.fingerprint != fingerprint:
+        if claim.fingerprint != idempotency.fingerprint:
             return IdempotencyState("mismatch")
         if claim.body is None:
             return IdempotencyState("pending")

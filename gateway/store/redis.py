@@ -10,13 +10,14 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway import metrics
 from gateway.store.base import (
     READS_PER_MINUTE,
     Charge,
     Decision,
+    Idempotency,
     IdempotencyState,
     JobPage,
     LimitState,
@@ -26,6 +27,7 @@ from gateway.store.base import (
     StoredJob,
     StoreError,
     SubmitLimits,
+    SubmitStart,
 )
 from gateway.store.batching import Batcher
 from gateway.store.keys import store_key
@@ -67,10 +69,9 @@ class RedisStore(Store):
         self._add_job = _script(client, "add_job")
         self._update_job = _script(client, "update_job")
         self._list_jobs = _script(client, "list_jobs")
-        self._reserve = _script(client, "reserve")
+        self._begin_submit = _script(client, "begin_submit")
         self._release = _script(client, "release")
         self._settle = _script(client, "settle")
-        self._begin_idempotent = _script(client, "begin_idempotent")
         self._lease = _script(client, "lease")
         self._claim = _script(client, "claim")
         self._reads_script = _script(client, "reads")
@@ -133,6 +134,7 @@ class RedisStore(Store):
         *,
         charge: Charge | None = None,
         deadline: float | None = None,
+        idempotency: Idempotency | None = None,
     ) -> StoredJob:
         keys = [
             self._key(tenant, "job", request_id),
@@ -147,9 +149,15 @@ class RedisStore(Store):
         else:
             args += [charge.token, charge.cost, charge.day, charge.month]
             args.append("" if deadline is None else deadline)
-        created, charged, stored_model = await self._call(self._add_job(keys=keys, args=args))
-        if charged:
-            await self._call(self._redis.zadd(self._to_check, {_member(tenant, request_id): now}))
+        if idempotency is not None:
+            keys.append(self._key(tenant, "idempotency", idempotency.key))
+            args += [idempotency.fingerprint, idempotency.ttl]
+        if charge is None:
+            created, _, stored_model = await self._call(self._add_job(keys=keys, args=args))
+        else:
+            created, _, stored_model = await self._call(
+                self._with_reconcile_entry(self._add_job, keys, args, _member(tenant, request_id))
+            )
         return StoredJob(tenant, request_id, stored_model.decode(), float(created), record)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -219,9 +227,34 @@ class RedisStore(Store):
         args: list[Arg] = [self._clock(), ttl]
         return bool(await self._call(self._claim(keys=keys, args=args)))
 
-    async def reserve_submit(
-        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
-    ) -> Decision:
+    async def _with_reconcile_entry(
+        self, script: AsyncScript, keys: list[str], args: list[Arg], member: str
+    ) -> Any:
+        """Run ``script`` and put ``member`` in the reconcile set (unless it is there) in one
+        round trip: that set spans tenants, so no script may touch it (Redis Cluster)."""
+
+        async def run() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            _ = pipe.evalsha(script.sha, len(keys), *keys, *args)
+            _ = pipe.zadd(self._to_check, {member: self._clock()}, nx=True)
+            reply, _added = await pipe.execute()
+            return reply
+
+        try:
+            return await run()
+        except NoScriptError:  # a restarted or flushed Redis: load the script, run it once more
+            await self._redis.script_load(script.script)
+            return await run()
+
+    async def begin_submit(
+        self,
+        tenant: str,
+        charge: Charge,
+        limits: SubmitLimits,
+        *,
+        hold_until: float,
+        idempotency: Idempotency | None = None,
+    ) -> SubmitStart:
         now = self._clock()
         keys = [
             self._key(tenant, "rate", "submit"),
@@ -242,12 +275,21 @@ class RedisStore(Store):
             charge.day_ends_at,
             charge.month_ends_at,
         ]
-        reply = await self._call(self._reserve(keys=keys, args=args))
-        _, remaining, reset_us, retry_us, tat, in_use, day_used, month_used = reply
+        if idempotency is not None:
+            keys.append(self._key(tenant, "idempotency", idempotency.key))
+            args += [idempotency.fingerprint, idempotency.ttl]
+        reply = await self._call(self._begin_submit(keys=keys, args=args))
+        outcome = reply[0].decode()
+        claim = None if idempotency is None else IdempotencyState(outcome)
+        if outcome == "done":
+            return SubmitStart(IdempotencyState("done", int(reply[1]), bytes(reply[2])), None)
+        if outcome in ("pending", "mismatch"):
+            return SubmitStart(claim, None)
+        _, _, remaining, reset_us, retry_us, tat, in_use, day_used, month_used = reply
         rate = None
         if limits.submits_per_minute is not None:
             rate = RateResult(retry_us == 0, int(tat), remaining, reset_us, retry_us)
-        return decide_submit(
+        decision = decide_submit(
             limits=limits,
             charge=charge,
             now=now,
@@ -256,6 +298,7 @@ class RedisStore(Store):
             day_used=day_used,
             month_used=month_used,
         )
+        return SubmitStart(claim, decision)
 
     async def release(self, tenant: str, charge: Charge) -> bool:
         keys = self._charge_keys(tenant, charge.day, charge.month)
@@ -325,17 +368,6 @@ class RedisStore(Store):
     async def mark_checked(self, tenant: str, request_id: str) -> None:
         member = _member(tenant, request_id)
         await self._call(self._redis.zadd(self._to_check, {member: self._clock()}, xx=True))
-
-    async def begin_idempotent(
-        self, tenant: str, key: str, fingerprint: str, *, ttl: float
-    ) -> IdempotencyState:
-        keys = [self._key(tenant, "idempotency", key)]
-        args: list[Arg] = [fingerprint, self._clock(), ttl]
-        reply = await self._call(self._begin_idempotent(keys=keys, args=args))
-        outcome = reply[0].decode()
-        if outcome == "done":
-            return IdempotencyState("done", int(reply[1]), bytes(reply[2]))
-        return IdempotencyState(outcome)
 
     async def finish_idempotent(
         self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from gateway.store import Store
-from gateway.store.base import Charge, SubmitLimits
+from gateway.store.base import Charge, Idempotency, IdempotencyState, SubmitLimits, SubmitStart
 from tests.store.conftest import FakeClock
 
 DAY_END_IN = 10_000.0
+NO_LIMITS = SubmitLimits()
 
 
 def charge(clock: FakeClock, token: str, cost: int = 5, day: str = "2026-11-23") -> Charge:
@@ -249,32 +251,98 @@ async def test_reconcile_lists_unsettled_jobs_by_last_check(store: Store, clock:
     assert len(await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=0 + 1)) == 1
 
 
+async def claim(
+    store: Store,
+    clock: FakeClock,
+    key: str,
+    fingerprint: str,
+    *,
+    tenant: str = "t",
+    limits: SubmitLimits = NO_LIMITS,
+) -> SubmitStart:
+    """A submit's first store step with ``Idempotency-Key: key`` (claims last 60 s)."""
+    return await store.begin_submit(
+        tenant,
+        charge(clock, f"tok-{clock.now}-{key}-{fingerprint}"),
+        limits,
+        hold_until=clock.now + 600,
+        idempotency=Idempotency(key, fingerprint, 60),
+    )
+
+
+async def outcome(store: Store, clock: FakeClock, key: str, fingerprint: str, **kw: Any) -> str:
+    state = (await claim(store, clock, key, fingerprint, **kw)).claim
+    assert state is not None
+    return state.outcome
+
+
 async def test_idempotency_claims(store: Store, clock: FakeClock) -> None:
-    assert (await store.begin_idempotent("t", "k", "fp1", ttl=60)).outcome == "new"
-    assert (await store.begin_idempotent("t", "k", "fp1", ttl=60)).outcome == "pending"
-    assert (await store.begin_idempotent("t", "k", "fp2", ttl=60)).outcome == "mismatch"
-    assert (await store.begin_idempotent("other", "k", "fp2", ttl=60)).outcome == "new"
+    assert await outcome(store, clock, "k", "fp1") == "new"
+    assert await outcome(store, clock, "k", "fp1") == "pending"
+    assert await outcome(store, clock, "k", "fp2") == "mismatch"
+    assert await outcome(store, clock, "k", "fp2", tenant="other") == "new"
     await store.finish_idempotent("t", "k", "fp1", 200, b'{"request_id":"r"}', ttl=86400)
-    done = await store.begin_idempotent("t", "k", "fp1", ttl=60)
-    assert (done.outcome, done.status, done.body) == ("done", 200, b'{"request_id":"r"}')
-    assert (await store.begin_idempotent("t", "k", "fp2", ttl=60)).outcome == "mismatch"
+    done = (await claim(store, clock, "k", "fp1")).claim
+    assert done == IdempotencyState("done", 200, b'{"request_id":"r"}')
+    assert await outcome(store, clock, "k", "fp2") == "mismatch"
     clock.advance(86400)
-    assert (await store.begin_idempotent("t", "k", "fp2", ttl=60)).outcome == "new"
+    assert await outcome(store, clock, "k", "fp2") == "new"
+
+
+async def test_a_taken_key_reserves_nothing(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=10, max_concurrent_jobs=10, video_seconds_per_day=100)
+    first = await claim(store, clock, "k", "fp", limits=limits)
+    assert first.decision is not None
+    assert first.decision.allowed
+    for fingerprint in ("fp", "other"):
+        assert (await claim(store, clock, "k", fingerprint, limits=limits)).decision is None
+    states, in_use = await store.usage("t", limits, None, charge(clock, "probe"))
+    assert in_use == 1
+    assert {s.name: s.remaining for s in states}["video_seconds_per_day"] == 95
+
+
+async def test_a_refused_submit_leaves_its_key_free(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(max_concurrent_jobs=1)
+    assert await outcome(store, clock, "k1", "fp", limits=limits) == "new"
+    refused = await claim(store, clock, "k2", "fp", limits=limits)
+    assert refused.decision is not None
+    assert not refused.decision.allowed
+    assert await outcome(store, clock, "k2", "fp") == "new"  # the refusal claimed nothing
+
+
+async def test_recording_the_job_stores_the_keys_answer(store: Store, clock: FakeClock) -> None:
+    start = await claim(store, clock, "k", "fp")
+    assert start.decision is not None
+    token = charge(clock, "tok-job")
+    await store.add_job(
+        "t",
+        "r1",
+        "m",
+        b'{"request_id":"r1"}',
+        charge=token,
+        idempotency=Idempotency("k", "fp", 900),
+    )
+    assert (await claim(store, clock, "k", "fp")).claim == IdempotencyState(
+        "done", 200, b'{"request_id":"r1"}'
+    )
+    assert [
+        r for _, r, _ in await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=5)
+    ] == ["r1"]
+    clock.advance(900)
+    assert await outcome(store, clock, "k", "fp") == "new"
 
 
 async def test_abandoned_or_expired_claims_can_be_retried(store: Store, clock: FakeClock) -> None:
-    assert (await store.begin_idempotent("t", "k", "fp", ttl=60)).outcome == "new"
+    assert await outcome(store, clock, "k", "fp") == "new"
     await store.abandon_idempotent("t", "k")
-    assert (await store.begin_idempotent("t", "k", "fp", ttl=60)).outcome == "new"
+    assert await outcome(store, clock, "k", "fp") == "new"
     clock.advance(60)
-    assert (await store.begin_idempotent("t", "k", "fp", ttl=60)).outcome == "new"
+    assert await outcome(store, clock, "k", "fp") == "new"
 
 
-async def test_concurrent_claims_have_one_winner(store: Store) -> None:
-    states = await asyncio.gather(
-        *(store.begin_idempotent("t", "k", "fp", ttl=60) for _ in range(20))
-    )
-    assert [s.outcome for s in states].count("new") == 1
+async def test_concurrent_claims_have_one_winner(store: Store, clock: FakeClock) -> None:
+    states = await asyncio.gather(*(outcome(store, clock, "k", "fp") for _ in range(20)))
+    assert states.count("new") == 1
 
 
 async def test_leases(store: Store, clock: FakeClock) -> None:

@@ -34,7 +34,7 @@ def quotas(store: Store, clock: FakeClock) -> Quotas:
 
 
 async def submit(q: Quotas, seconds: int = 5) -> None:
-    await q.reserve(TENANT, q.charge_for({"duration": str(seconds)}))
+    await q.begin_submit(TENANT, q.charge_for({"duration": str(seconds)}))
 
 
 async def test_day_budget_returns_after_utc_midnight(store: Store, clock: FakeClock) -> None:
@@ -106,7 +106,8 @@ async def test_headers_name_the_limit_closest_to_running_out(
     store: Store, clock: FakeClock
 ) -> None:
     clock.now = at("2026-11-23T12:00:00")
-    decision = await quotas(store, clock).reserve(TENANT, quotas(store, clock).charge_for({}))
+    q = quotas(store, clock)
+    decision = (await q.begin_submit(TENANT, q.charge_for({}))).decision
     headers = ratelimit_headers(decision)
     assert headers == {
         "RateLimit-Policy": '"video_seconds_per_day";q=10;w=86400',

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 
 from gateway.store import StoreError
-from gateway.store.base import Charge, Decision, SubmitLimits
+from gateway.store.base import Charge, Decision, Idempotency, SubmitLimits
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
 from tests.support.redis_server import RedisServer, find_redis_server
@@ -114,10 +114,14 @@ async def test_every_key_carries_the_tenant_hash_tag(
     await store.get_job(tenant, "r1")
     await store.list_jobs(tenant, model=model)
     await store.poll_job(tenant, "r1", reads_per_minute=10, refresh_ttl=1.0)
-    await store.begin_idempotent(tenant, "idem", "fp", ttl=60)
     day = Charge("tok", 5, "2026-11-23", "2026-11", clock.now + 10, clock.now + 100)
     limits = SubmitLimits(submits_per_minute=5, max_concurrent_jobs=2, video_seconds_per_day=50)
-    assert (await store.reserve_submit(tenant, day, limits, hold_until=clock.now + 60)).allowed
+    idem = Idempotency("idem", "fp", 60)
+    start = await store.begin_submit(
+        tenant, day, limits, hold_until=clock.now + 60, idempotency=idem
+    )
+    assert start.decision is not None
+    assert start.decision.allowed
     client = aioredis.Redis.from_url(own_server.url)
     keys = sorted(key.decode() for key in await client.keys("*"))
     await client.aclose()
@@ -153,6 +157,43 @@ async def test_job_operations_are_one_round_trip(
         model = "m" if operation == "list_by_model" else None
         assert (await store.list_jobs("a", model=model, limit=3)).total == 5
     assert sent == 1
+
+
+async def test_a_submit_costs_two_round_trips_even_after_a_script_flush(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One before the upstream call (key claim + reservation), one after (job, key's answer,
+    reconcile entry); a Redis that lost its scripts costs one reload, not a failure."""
+    limits = SubmitLimits(submits_per_minute=5, max_concurrent_jobs=5, video_seconds_per_day=50)
+
+    async def submit(n: int) -> None:
+        charge = Charge(f"tok{n}", 5, "2026-11-23", "2026-11", clock.now + 10, clock.now + 100)
+        idem = Idempotency(f"k{n}", "fp", 60)
+        start = await store.begin_submit(
+            "a", charge, limits, hold_until=clock.now + 60, idempotency=idem
+        )
+        assert start.decision is not None
+        assert start.decision.allowed
+        await store.add_job("a", f"r{n}", "m", b"{}", charge=charge, idempotency=idem)
+
+    await submit(0)  # loads the scripts
+    sent = 0
+    send = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1
+        await send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    await submit(1)
+    assert sent == 2
+    monkeypatch.undo()
+    with redis.Redis.from_url(own_server.url) as client:
+        client.script_flush()
+    await submit(2)
+    due = await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10)
+    assert sorted(r for _, r, _ in due) == ["r0", "r1", "r2"]
 
 
 async def test_concurrent_reads_of_a_tenant_share_round_trips(

@@ -1,9 +1,11 @@
 -- Record a job for a tenant, keeping the original created_at when the id is already owned,
--- and attach a reservation's charge to it (once).
--- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+model index, KEYS[4] slots
+-- attach a reservation's charge to it (once) and store the record as an Idempotency-Key's answer.
+-- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+model index, KEYS[4] slots,
+-- KEYS[5] the key's claim hash (absent: no key)
 -- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds,
 -- ARGV[6] slot token ('' for no charge), ARGV[7] cost, ARGV[8] day, ARGV[9] month,
--- ARGV[10] deadline (when the slot is released at the latest)
+-- ARGV[10] deadline (when the slot is released at the latest), ARGV[11] fingerprint,
+-- ARGV[12] how long the answer is kept (s)
 -- A job is gone once created_at <= now - retention: the same expression as every other script,
 -- the memory backend and ZREMRANGEBYSCORE's cutoff, so lookups and the index always agree.
 local now = tonumber(ARGV[4])
@@ -33,5 +35,11 @@ if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
     redis.call('ZADD', KEYS[4], ARGV[10], ARGV[6])
   end
   charged = 1
+end
+if KEYS[5] then
+  local ttl = tonumber(ARGV[12])
+  redis.call('HSET', KEYS[5], 'fingerprint', ARGV[11], 'expires_at', now + ttl, 'status', 200,
+    'body', ARGV[3])
+  redis.call('PEXPIRE', KEYS[5], math.ceil(ttl * 1000))
 end
 return {created, charged, redis.call('HGET', KEYS[1], 'model')}

@@ -1,12 +1,26 @@
--- Check every submit limit and, only if all pass, consume them all (gateway/store/limits.py
--- holds the same arithmetic; decide_submit re-derives the decision from what this returns).
--- KEYS[1] submit rate (TAT, µs), KEYS[2] slots, KEYS[3] day budget, KEYS[4] month budget
+-- Claim the Idempotency-Key, if any; unless it is taken, check every submit limit and, only if
+-- all pass, consume them all and claim the key (gateway/store/limits.py holds the same
+-- arithmetic; decide_submit re-derives the decision from what this returns).
+-- KEYS[1] submit rate (TAT, µs), KEYS[2] slots, KEYS[3] day budget, KEYS[4] month budget,
+-- KEYS[5] the key's claim hash (absent: no key)
 -- ARGV[1] now µs, ARGV[2] now s, ARGV[3] token, ARGV[4] cost, ARGV[5] rate limit (0: none),
 -- ARGV[6] concurrency limit, ARGV[7] day limit, ARGV[8] month limit, ARGV[9] hold until s,
--- ARGV[10] day ends s, ARGV[11] month ends s
+-- ARGV[10] day ends s, ARGV[11] month ends s, ARGV[12] fingerprint, ARGV[13] claim ttl s
+-- Returns {outcome} or {'done', status, body} for a key that is taken, else
+-- {outcome ('new', or '' without a key), violated, remaining, reset µs, retry µs, TAT, slots in
+-- use, day used, month used}.
 local WINDOW = 60000000
 local now_us = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
+local claim = KEYS[5]
+if claim then
+  local fields = redis.call('HMGET', claim, 'fingerprint', 'expires_at', 'status', 'body')
+  if fields[1] and tonumber(fields[2]) > now then
+    if fields[1] ~= ARGV[12] then return {'mismatch'} end
+    if not fields[4] then return {'pending'} end
+    return {'done', fields[3], fields[4]}
+  end
+end
 local cost = tonumber(ARGV[4])
 local rate_limit = tonumber(ARGV[5])
 local violated = false
@@ -51,6 +65,12 @@ if not violated then
   redis.call('PEXPIRE', KEYS[3], math.ceil((tonumber(ARGV[10]) - now) * 1000) + margin)
   redis.call('INCRBY', KEYS[4], cost)
   redis.call('PEXPIRE', KEYS[4], math.ceil((tonumber(ARGV[11]) - now) * 1000) + margin)
+  if claim then
+    local ttl = tonumber(ARGV[13])
+    redis.call('DEL', claim)
+    redis.call('HSET', claim, 'fingerprint', ARGV[12], 'expires_at', now + ttl)
+    redis.call('PEXPIRE', claim, math.ceil(ttl * 1000))
+  end
 end
-return {violated and 1 or 0, remaining, reset_us, retry_us, string.format('%d', new_tat),
+return {claim and 'new' or '', violated and 1 or 0, remaining, reset_us, retry_us, string.format('%d', new_tat),
   in_use, day_used, month_used}
