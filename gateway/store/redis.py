@@ -155,9 +155,13 @@ class RedisStore(Store):
         if charge is None:
             created, _, stored_model = await self._call(self._add_job(keys=keys, args=args))
         else:
-            created, _, stored_model = await self._call(
-                self._with_reconcile_entry(self._add_job, keys, args, _member(tenant, request_id))
+            member = _member(tenant, request_id)
+            reply, listed = await self._call(
+                self._with_reconcile_entry(self._add_job, keys, args, member)
             )
+            created, charged, stored_model = reply
+            if listed and not charged:  # the job carried a charge already, since settled
+                await self._call(self._redis.zrem(self._to_check, member))
         return StoredJob(tenant, request_id, stored_model.decode(), float(created), record)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -229,16 +233,17 @@ class RedisStore(Store):
 
     async def _with_reconcile_entry(
         self, script: AsyncScript, keys: list[str], args: list[Arg], member: str
-    ) -> Any:
+    ) -> tuple[Any, bool]:
         """Run ``script`` and put ``member`` in the reconcile set (unless it is there) in one
-        round trip: that set spans tenants, so no script may touch it (Redis Cluster)."""
+        round trip: that set spans tenants, so no script may touch it (Redis Cluster).
+        Returns the script's reply and whether ``member`` was added."""
 
-        async def run() -> Any:
+        async def run() -> tuple[Any, bool]:
             pipe = self._redis.pipeline(transaction=False)
             _ = pipe.evalsha(script.sha, len(keys), *keys, *args)
             _ = pipe.zadd(self._to_check, {member: self._clock()}, nx=True)
-            reply, _added = await pipe.execute()
-            return reply
+            reply, added = await pipe.execute()
+            return reply, bool(added)
 
         try:
             return await run()

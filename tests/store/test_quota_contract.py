@@ -201,6 +201,17 @@ async def test_settle_success_keeps_the_charge(store: Store, clock: FakeClock) -
     assert await store.settle("t", "r1", refund=True) is None
 
 
+async def test_a_settled_job_recorded_again_is_not_reconciled(
+    store: Store, clock: FakeClock
+) -> None:
+    """A job carries one charge: a second one is ignored, and does not list it again."""
+    await charged_job(store, clock, "r1", SubmitLimits())
+    assert await store.settle("t", "r1", refund=False) is not None
+    await store.add_job("t", "r1", "m", b"{}", charge=charge(clock, "again"), deadline=clock.now)
+    assert await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10) == []
+    assert await store.settle("t", "r1", refund=True) is None
+
+
 async def test_nothing_to_settle(store: Store, clock: FakeClock) -> None:
     assert await store.settle("t", "unknown", refund=True) is None
     await store.add_job("t", "uncharged", "m", b"{}")
