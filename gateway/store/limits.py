@@ -85,7 +85,7 @@ def decide_submit(
     day_used: int,
     month_used: int,
 ) -> Decision:
-    """The submit decision from the current counters; both backends (and reserve.lua) agree.
+    """The submit decision from the current counters; both backends (and begin_submit.lua) agree.
 
     Limits are checked in a fixed order and the first violated one is named; the states show
     each limit as it would stand after the reservation, or as it stands when refused.
