@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -130,14 +130,8 @@ async def test_every_key_carries_the_tenant_hash_tag(
     assert "gmigw:{studio-web}:job:r1" in keys
 
 
-@pytest.mark.parametrize("operation", ["add", "get", "update", "list", "list_by_model"])
-async def test_job_operations_are_one_round_trip(
-    store: RedisStore, monkeypatch: pytest.MonkeyPatch, operation: str
-) -> None:
-    for n in range(5):
-        await store.add_job("a", f"r{n}", "m", b"")
-    assert await store.update_job_record("a", "r0", b"")  # every script is loaded by now
-    await store.list_jobs("a")
+def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """From now on, count what the client sends (a command or a whole pipeline is one)."""
     sent = 0
     send = AbstractConnection.send_packed_command
 
@@ -147,6 +141,18 @@ async def test_job_operations_are_one_round_trip(
         await send(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    return lambda: sent
+
+
+@pytest.mark.parametrize("operation", ["add", "get", "update", "list", "list_by_model"])
+async def test_job_operations_are_one_round_trip(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    for n in range(5):
+        await store.add_job("a", f"r{n}", "m", b"")
+    assert await store.update_job_record("a", "r0", b"")  # every script is loaded by now
+    await store.list_jobs("a")
+    sent = count_round_trips(monkeypatch)
     if operation == "add":
         await store.add_job("a", "r9", "m", b"")
     elif operation == "get":
@@ -156,7 +162,7 @@ async def test_job_operations_are_one_round_trip(
     else:
         model = "m" if operation == "list_by_model" else None
         assert (await store.list_jobs("a", model=model, limit=3)).total == 5
-    assert sent == 1
+    assert sent() == 1
 
 
 async def test_a_submit_costs_two_round_trips_even_after_a_script_flush(
@@ -177,17 +183,9 @@ async def test_a_submit_costs_two_round_trips_even_after_a_script_flush(
         await store.add_job("a", f"r{n}", "m", b"{}", charge=charge, idempotency=idem)
 
     await submit(0)  # loads the scripts
-    sent = 0
-    send = AbstractConnection.send_packed_command
-
-    async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
-        nonlocal sent
-        sent += 1
-        await send(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    sent = count_round_trips(monkeypatch)
     await submit(1)
-    assert sent == 2
+    assert sent() == 2
     monkeypatch.undo()
     with redis.Redis.from_url(own_server.url) as client:
         client.script_flush()
