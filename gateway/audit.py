@@ -38,7 +38,10 @@ __all__ = (
 AUDIT_BUFFER = 10_000
 AUDIT_BATCH = 256
 
-_log = structlog.get_logger("audit")
+# The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
+_log = structlog.wrap_logger(
+    None, wrapper_class=structlog.make_filtering_bound_logger(0), logger_factory_args=("audit",)
+)
 _errors = structlog.get_logger("gateway.audit")
 
 

@@ -70,3 +70,22 @@ except ValueError:
     assert [line["event"] for line in lines] == ["direct [REDACTED]", "stdlib [REDACTED]", "crash"]
     assert "gmi-chain-secret" not in done.stdout + done.stderr
     assert lines[2]["exception"].endswith("ValueError: [REDACTED] in a traceback")
+
+
+def test_audit_lines_pass_any_log_level() -> None:
+    """DESIGN §6: the audit sink writes to stdout always, even at GATEWAY_LOG_LEVEL=error."""
+    program = """
+import asyncio, structlog
+from gateway.audit import AuditEvent, log_sink
+from gateway.log import configure_logging
+configure_logging("error")
+structlog.get_logger("gateway.x").info("filtered out")
+asyncio.run(log_sink([AuditEvent(time="t", kind="request", outcome="ok", status=200)]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(line["event"], line["outcome"], line["status"]) for line in lines] == [
+        ("audit", "ok", 200)
+    ]
