@@ -69,8 +69,8 @@ class StoreFailover(Store):
         deadline: float | None = None,
         idempotency: Idempotency | None = None,
     ) -> StoredJob:
-        try:
-            return await self._shared.add_job(
+        async def add(store: Store) -> StoredJob:
+            return await store.add_job(
                 tenant,
                 request_id,
                 model,
@@ -79,18 +79,13 @@ class StoreFailover(Store):
                 deadline=deadline,
                 idempotency=idempotency,
             )
+
+        try:
+            return await add(self._shared)
         except StoreError as exc:
             local = self._fallback("add_job", exc)
         self._pending.append(_PendingJob(tenant, request_id, model, record))
-        return await local.add_job(
-            tenant,
-            request_id,
-            model,
-            record,
-            charge=charge,
-            deadline=deadline,
-            idempotency=idempotency,
-        )
+        return await add(local)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
         try:
