@@ -3,7 +3,8 @@
 Starts a redis-server, the simulator (fast mode; it must out-run the gateway, and its own
 throughput is reported as ``direct``), nginx as a plain keep-alive reverse proxy to the simulator
 with the upstream key injected, a bare Litestar handler returning the gateway's GET /models
-bytes, and the gateway in several configurations:
+bytes (alone, and with the one Redis script call an exact read limit costs), and the gateway in
+several configurations:
 
 - ``gw-w1`` / ``gw-w2``: everything on (a tenant with every limit, audit, metrics), 1 and 2
   workers;
@@ -413,7 +414,7 @@ def main() -> int:
     ).start()
     bench = Bench(workdir, redis, sim)
     upstream = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
-    nginx_port, bare_port = free_port(), free_port()
+    nginx_port, bare_port, bare_redis_port = free_port(), free_port(), free_port()
     nginx_url = f"http://127.0.0.1:{nginx_port}{MIRROR}"
     models_body = workdir / "models.json"
     try:
@@ -425,13 +426,21 @@ def main() -> int:
         models_body.write_bytes(httpx.get(f"{sim.url}{MIRROR}/models", headers=upstream).content)
         nginx = ["nginx", "-c", str(nginx_config(workdir, nginx_port, sim.port))]
         bare = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH), "bare_app:app"]
-        bare += ["--port", str(bare_port), "--log-level", "warning", "--no-access-log"]
+        bare += ["--log-level", "warning", "--no-access-log", "--port"]
+        bare_env = {"BENCH_BARE_BODY": str(models_body)}
         with (
             process(nginx, workdir, "nginx", {}) as nginx_pid,
-            process(bare, workdir, "bare", {"BENCH_BARE_BODY": str(models_body)}) as bare_pid,
+            process([*bare, str(bare_port)], workdir, "bare", bare_env) as bare_pid,
+            process(
+                [*bare, str(bare_redis_port)],
+                workdir,
+                "bare-redis",
+                {**bare_env, "BENCH_BARE_REDIS_URL": redis.url},
+            ) as bare_redis_pid,
         ):
             wait_for(f"{nginx_url}/models")
-            wait_for(f"http://127.0.0.1:{bare_port}{MIRROR}/models")
+            for port in (bare_port, bare_redis_port):
+                wait_for(f"http://127.0.0.1:{port}{MIRROR}/models")
             print("baselines:")
             direct = f"{sim.url}{MIRROR}"
             for target, url, pid, headers in (
@@ -442,14 +451,19 @@ def main() -> int:
                 bench.results.append(measure(target, MODELS, f"{url}/models", pid, headers=headers))
                 bench.results.append(measure(target, POLL, poll, pid, headers=headers))
                 bench.poll_baselines.append((target, poll, pid, headers))
-            bare_url = f"http://127.0.0.1:{bare_port}{MIRROR}/models"
-            bench.results.append(measure("bare-litestar", MODELS, bare_url, bare_pid))
+            for target, port, pid in (
+                ("bare-litestar", bare_port, bare_pid),
+                ("bare-litestar-redis", bare_redis_port, bare_redis_pid),
+            ):
+                bare_url = f"http://127.0.0.1:{port}{MIRROR}/models"
+                bench.results.append(measure(target, MODELS, bare_url, pid))
             for config in CONFIGS:
                 bench.run_config(config)
     finally:
         sim.stop()
         redis.stop()
-    report = {
+    found = ratios(bench.results)
+    report: dict[str, object] = {
         "machine": {
             "cpus": os.cpu_count(),
             "cpu_model": cpu_model(),
@@ -460,10 +474,10 @@ def main() -> int:
         "seconds_per_measurement": SECONDS,
         "connections": CONNECTIONS,
         "results": [asdict(r) for r in bench.results],
-        "ratios": ratios(bench.results),
+        "ratios": found,
         "soak": bench.soak,
+        "targets": targets(found, bench.soak),
     }
-    report["targets"] = targets(report["ratios"], bench.soak)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"bench-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -493,7 +507,14 @@ def ratios(results: list[Result]) -> dict[str, float]:
         for path in (MODELS, POLL):
             ratio(f"{gw} {path} / direct", (gw, path), ("direct", path))
             ratio(f"{gw} {path} / nginx", (gw, path), ("nginx", path))
-    ratio("gw-w1 GET /models / bare litestar", ("gw-w1", MODELS), ("bare-litestar", MODELS))
+    for gw in ("gw-w1", "gw-w1-off"):
+        for bare in ("bare-litestar", "bare-litestar-redis"):
+            ratio(f"{gw} {MODELS} / {bare}", (gw, MODELS), (bare, MODELS))
+    ratio(
+        f"bare-litestar-redis {MODELS} / bare-litestar",
+        ("bare-litestar-redis", MODELS),
+        ("bare-litestar", MODELS),
+    )
     for off in ("gw-w1-no-audit", "gw-w1-no-metrics", "gw-w1-off"):
         for path in (MODELS, POLL, SUBMIT):
             ratio(f"gw-w1 {path} / {off}", ("gw-w1", path), (off, path))
@@ -513,7 +534,7 @@ def targets(found: dict[str, float], soaked: dict[str, object] | None) -> dict[s
     def check(figure: float | None, ok: bool) -> dict[str, object]:
         return {"figure": figure, "met": ok if figure is not None else None}
 
-    models = found.get("gw-w1 GET /models / bare litestar")
+    models = found.get(f"gw-w1 {MODELS} / bare-litestar")
     poll = found.get(f"gw-w1 {POLL} / nginx")
     p50 = found.get("gw-w1 paced poll added p50 ms over direct")
     p99 = found.get("gw-w1 paced poll added p99 ms over direct")
