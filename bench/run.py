@@ -11,15 +11,19 @@ several configurations:
 - ``gw-w1-no-audit``, ``gw-w1-no-metrics``: one feature switched off (``GATEWAY_FEATURES_OFF``);
 - ``gw-w1-off``: quotas (a tenant without limits), audit and metrics all off.
 
-Each path is driven by wrk at a fixed connection count; then the in-flight status poll is
-paced at half the ``gw-w1`` peak rate to measure the latency added over direct and over nginx;
-last, a memory soak loads every hot-path route of ``gw-w1`` at full rate. Prints a table and
-the targets of issue 6, and writes everything as JSON under ``bench/results/``. The machine is
-shared and noisy: compare figures within one run (the ratios), not across runs.
+Each path is driven by wrk at a fixed connection count, in rounds: every round measures every
+baseline and configuration once, and each figure is the round with the median throughput, so
+a slow minute on the shared machine moves one round, not one configuration. Then the in-flight
+status poll is paced at half the ``gw-w1`` peak rate to measure the latency added over direct
+and over nginx; last, a memory soak loads every hot-path route of ``gw-w1`` at full rate.
+Prints a table and the targets of issue 6, and writes everything (each round too) as JSON under
+``bench/results/``. The machine is shared and noisy: compare figures within one run (the
+ratios), not across runs.
 
-Run with ``make bench`` (``BENCH_SECONDS``, ``BENCH_CONNECTIONS``, ``BENCH_SOAK_SECONDS`` tune
-it; ``BENCH_SOAK_SECONDS=0`` skips the soak). Needs redis-server, nginx and wrk (Debian
-packages): installs them with apt-get when run as root, otherwise says what is missing.
+Run with ``make bench`` (``BENCH_ROUNDS``, ``BENCH_SECONDS``, ``BENCH_CONNECTIONS``,
+``BENCH_SOAK_SECONDS`` tune it; ``BENCH_SOAK_SECONDS=0`` skips the soak). Needs redis-server,
+nginx and wrk (Debian packages): installs them with apt-get when run as root, otherwise says
+what is missing.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ UPSTREAM_KEY = "bench-upstream-key-0123456789"
 LIMITED_KEY = "bench-limited-key-0123456789"
 UNLIMITED_KEY = "bench-unlimited-key-0123456789"
 MODEL = "Kling-Text2Video-V2-Master"
-SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 PACED_CONNECTIONS = 16
 SOAK_SECONDS = int(os.environ.get("BENCH_SOAK_SECONDS", "300"))
@@ -74,6 +79,7 @@ class Result:
     non_2xx: int
     connections: int
     paced_rate: float | None = None
+    round: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ def measure(
     env: dict[str, str] | None = None,
     connections: int = CONNECTIONS,
     rate: float | None = None,
+    round_number: int | None = None,
 ) -> Result:
     """One wrk run; ``rate`` paces it (paced.lua) instead of running flat out."""
     args = wrk_args(headers or {}, connections, SECONDS, BENCH / "paced.lua" if rate else script)
@@ -176,15 +183,32 @@ def measure(
     cpu = (cpu_seconds(pid) - before) * 1000 / max(1.0, rps * SECONDS) if pid else None
     result = Result(
         target, path, round(rps, 1), round(p50, 3), round(p99, 3),
-        None if cpu is None else round(cpu, 3), non2xx, connections, rate,
+        None if cpu is None else round(cpu, 3), non2xx, connections, rate, round_number,
     )  # fmt: skip
-    paced = f" (paced at {rate:.0f}/s)" if rate else ""
+    show(result)
+    return result
+
+
+def show(r: Result) -> None:
+    paced = f" (paced at {r.paced_rate:.0f}/s)" if r.paced_rate else ""
     print(
-        f"  {target:<17} {path:<24} {rps:>8.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
-        f"  cpu {cpu or 0:6.3f} ms/req  non-2xx {non2xx}{paced}",
+        f"  {r.target:<19} {r.path:<24} {r.requests_per_second:>8.0f} req/s"
+        f"  p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms"
+        f"  cpu {r.cpu_ms_per_request or 0:6.3f} ms/req  non-2xx {r.non_2xx}{paced}",
         flush=True,
     )
-    return result
+
+
+def median_of_rounds(results: list[Result]) -> list[Result]:
+    """Per target and path, the round with the median throughput (all its figures together)."""
+    rounds: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        if r.round is not None:
+            rounds.setdefault((r.target, r.path), []).append(r)
+    return [
+        sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
+        for runs in rounds.values()
+    ]
 
 
 def tenants_yaml() -> str:
@@ -269,9 +293,9 @@ class Bench:
         self.sim = sim
         self.results: list[Result] = []
         self.soak: dict[str, object] | None = None
-        self.poll_baselines: list[tuple[str, str, int | None, dict[str, str]]] = []
 
     def gateway(self, config: Config) -> ServerProcess:
+        """A fresh gateway on a flushed store: no configuration inherits another's jobs."""
         self.redis.flush()
         env = {
             "GMI_API_KEY": UPSTREAM_KEY,
@@ -289,62 +313,71 @@ class Bench:
             ready_path="/healthz",
         ).start()
 
-    def run_config(self, config: Config) -> None:
-        """Measure every path of ``config``; for the first, also the paced polls and the soak."""
+    def run_config(self, config: Config, round_number: int) -> None:
+        """Measure every path of ``config`` once."""
         gateway = self.gateway(config)
-        base = gateway.url + MIRROR
-        tenant = {"Authorization": f"Bearer {config.key}"}
-        in_flight, done = prepare_jobs(base, tenant)
-        pid = gateway.pid
+        urls, tenant = gateway_urls(gateway, config.key)
         print(f"{config.name} (workers {config.workers}, off: {config.features_off or '-'}):")
-        urls = {
-            MODELS: f"{base}/models",
-            POLL: f"{base}/requests/{in_flight}",
-            DONE: f"{base}/requests/{done}",
-        }
-        poll_rate = 0.0
         for path in PATHS:
-            if path == SUBMIT:
-                result = measure(
+            if path == SUBMIT:  # a key and an Idempotency-Key per request: post.lua
+                script, env, headers = BENCH / "post.lua", {"BENCH_KEY": config.key}, None
+            else:
+                script, env, headers = None, None, tenant
+            self.results.append(
+                measure(
                     config.name,
                     path,
-                    f"{base}/requests",
-                    pid,
-                    script=BENCH / "post.lua",
-                    env={"BENCH_KEY": config.key},
+                    urls[path],
+                    gateway.pid,
+                    headers=headers,
+                    script=script,
+                    env=env,
+                    round_number=round_number,
                 )
-            else:
-                result = measure(config.name, path, urls[path], pid, headers=tenant)
-            if path == POLL:
-                poll_rate = result.requests_per_second
-            self.results.append(result)
-        if config is CONFIGS[0]:
-            self.paced_polls(config.name, urls[POLL], pid, tenant, rate=poll_rate / 2)
-            if SOAK_SECONDS and pid:
-                self.soak = soak(gateway, config.key, [urls[MODELS], urls[POLL], urls[DONE]])
+            )
         gateway.stop()
 
-    def paced_polls(
-        self, name: str, url: str, pid: int | None, headers: dict[str, str], *, rate: float
+    def paced_polls_and_soak(
+        self, config: Config, baselines: list[tuple[str, str, int | None, dict[str, str]]]
     ) -> None:
-        """The in-flight poll at a fixed moderate rate: direct, through nginx, the gateway."""
-        rate = max(100.0, round(rate, -1))
-        print(f"paced status polls at {rate:.0f}/s (half the {name} peak):")
-        for target, base_url, base_pid, base_headers in (
-            *self.poll_baselines,
-            (name, url, pid, headers),
+        """The in-flight poll at half ``config``'s median peak, against the baselines; the soak."""
+        peak = {(r.target, r.path): r for r in median_of_rounds(self.results)}[config.name, POLL]
+        rate = max(100.0, round(peak.requests_per_second / 2, -1))
+        gateway = self.gateway(config)
+        urls, tenant = gateway_urls(gateway, config.key)
+        print(f"paced status polls at {rate:.0f}/s (half the {config.name} peak):")
+        for target, url, pid, headers in (
+            *baselines,
+            (config.name, urls[POLL], gateway.pid, tenant),
         ):
             self.results.append(
                 measure(
                     target,
                     POLL,
-                    base_url,
-                    base_pid,
-                    headers=base_headers,
+                    url,
+                    pid,
+                    headers=headers,
                     connections=PACED_CONNECTIONS,
                     rate=rate,
                 )
             )
+        if SOAK_SECONDS and gateway.pid:
+            self.soak = soak(gateway, config.key, [urls[MODELS], urls[POLL], urls[DONE]])
+        gateway.stop()
+
+
+def gateway_urls(gateway: ServerProcess, key: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Each path's URL on a started gateway (with its jobs prepared), and the tenant's header."""
+    base = gateway.url + MIRROR
+    tenant = {"Authorization": f"Bearer {key}"}
+    in_flight, done = prepare_jobs(base, tenant)
+    urls = {
+        MODELS: f"{base}/models",
+        POLL: f"{base}/requests/{in_flight}",
+        DONE: f"{base}/requests/{done}",
+        SUBMIT: f"{base}/requests",
+    }
+    return urls, tenant
 
 
 def prepare_jobs(base: str, tenant: dict[str, str]) -> tuple[str, str]:
@@ -441,28 +474,41 @@ def main() -> int:
             wait_for(f"{nginx_url}/models")
             for port in (bare_port, bare_redis_port):
                 wait_for(f"http://127.0.0.1:{port}{MIRROR}/models")
-            print("baselines:")
             direct = f"{sim.url}{MIRROR}"
-            for target, url, pid, headers in (
-                ("direct", direct, sim.pid, upstream),
-                ("nginx", nginx_url, nginx_pid, {}),
-            ):
-                poll = f"{url}/requests/{stuck}"
-                bench.results.append(measure(target, MODELS, f"{url}/models", pid, headers=headers))
-                bench.results.append(measure(target, POLL, poll, pid, headers=headers))
-                bench.poll_baselines.append((target, poll, pid, headers))
-            for target, port, pid in (
-                ("bare-litestar", bare_port, bare_pid),
-                ("bare-litestar-redis", bare_redis_port, bare_redis_pid),
-            ):
-                bare_url = f"http://127.0.0.1:{port}{MIRROR}/models"
-                bench.results.append(measure(target, MODELS, bare_url, pid))
-            for config in CONFIGS:
-                bench.run_config(config)
+            bare_url = f"http://127.0.0.1:{bare_port}{MIRROR}/models"
+            bare_redis_url = f"http://127.0.0.1:{bare_redis_port}{MIRROR}/models"
+            baselines = [
+                ("direct", MODELS, f"{direct}/models", sim.pid, upstream),
+                ("direct", POLL, f"{direct}/requests/{stuck}", sim.pid, upstream),
+                ("nginx", MODELS, f"{nginx_url}/models", nginx_pid, {}),
+                ("nginx", POLL, f"{nginx_url}/requests/{stuck}", nginx_pid, {}),
+                ("bare-litestar", MODELS, bare_url, bare_pid, {}),
+                ("bare-litestar-redis", MODELS, bare_redis_url, bare_redis_pid, {}),
+            ]
+            for round_number in range(1, ROUNDS + 1):
+                print(f"round {round_number} of {ROUNDS}, baselines:")
+                for target, path, url, pid, headers in baselines:
+                    bench.results.append(
+                        measure(target, path, url, pid, headers=headers, round_number=round_number)
+                    )
+                for config in CONFIGS:
+                    bench.run_config(config, round_number)
+            bench.paced_polls_and_soak(
+                CONFIGS[0],
+                [
+                    (target, url, pid, headers)
+                    for target, path, url, pid, headers in baselines
+                    if path == POLL
+                ],
+            )
     finally:
         sim.stop()
         redis.stop()
-    found = ratios(bench.results)
+    figures = [*median_of_rounds(bench.results), *(r for r in bench.results if r.paced_rate)]
+    print("medians of the rounds, and the paced polls:")
+    for result in figures:
+        show(result)
+    found = ratios(figures)
     report: dict[str, object] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -471,9 +517,11 @@ def main() -> int:
             "python": platform.python_version(),
             "note": "one shared machine runs wrk, nginx, redis, the simulator and the gateway",
         },
+        "rounds": ROUNDS,
         "seconds_per_measurement": SECONDS,
         "connections": CONNECTIONS,
-        "results": [asdict(r) for r in bench.results],
+        "results": [asdict(r) for r in figures],
+        "every_round": [asdict(r) for r in bench.results if r.round is not None],
         "ratios": found,
         "soak": bench.soak,
         "targets": targets(found, bench.soak),
