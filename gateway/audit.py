@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ AUDIT_BATCH = 256
 
 # The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
 _log = structlog.wrap_logger(
-    None, wrapper_class=structlog.make_filtering_bound_logger(0), logger_factory_args=("audit",)
+    None,
+    wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+    logger_factory_args=("audit",),
 )
 _errors = structlog.get_logger("gateway.audit")
 
