@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Router, get, post
 from litestar.enums import ParamType
 from litestar.openapi.spec import (
     OpenAPIMediaType,
@@ -20,7 +20,15 @@ from litestar.openapi.spec import (
 from litestar.params import FromPath
 
 from gateway.errors import BadRequest, NotFound, UnknownModel
-from gateway.routes.deps import documented, note_ratelimit, services, tenant_principal, tenant_read
+from gateway.routes.deps import (
+    documented,
+    header,
+    note_ratelimit,
+    services,
+    tenant_principal,
+    tenant_read,
+)
+from gateway.routes.reply import Reply
 from gateway.schemas import (
     ErrorBody,
     ModelIdList,
@@ -50,22 +58,23 @@ _ERRORS = {
 AnyRequest = Request[Any, Any, Any]
 
 
-def _json(body: bytes, status: int = 200) -> Response[bytes]:
-    return Response(body, status_code=status, media_type=_JSON)
-
-
-def _cacheable(request: AnyRequest, body: bytes, etag: str, cache: str) -> Response[bytes]:
+def _cacheable(request: AnyRequest, body: bytes, etag: str, cache: str) -> Reply:
     """A catalog answer: ``ETag``, ``X-Cache``, and 304 when the client's copy is current."""
-    headers = {"ETag": etag, "X-Cache": cache, "Cache-Control": "private, max-age=0"}
-    wanted = request.headers.get("if-none-match", "")
-    tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
-    if etag in tags or "*" in tags:
-        return Response(b"", status_code=304, headers=headers)
-    return Response(body, media_type=_JSON, headers=headers)
+    headers = (
+        (b"etag", etag.encode()),
+        (b"x-cache", cache.encode()),
+        (b"cache-control", b"private, max-age=0"),
+    )
+    wanted = header(request, b"if-none-match")
+    if wanted:
+        tags = {tag.strip().removeprefix("W/") for tag in wanted.split(",")}
+        if etag in tags or "*" in tags:
+            return Reply(b"", status=304, headers=headers)
+    return Reply(body, headers=headers)
 
 
 @get("/models", responses={200: documented(ModelIdList), **_ERRORS})
-async def list_models(request: AnyRequest) -> Response[bytes]:
+async def list_models(request: AnyRequest) -> Reply:
     """Model ids this tenant may use."""
     tenant = (await tenant_read(request)).tenant
     ids = await services(request).catalog.model_ids()
@@ -82,7 +91,7 @@ def _model_list(ids: tuple[str, ...], allowed: frozenset[str] | None) -> tuple[b
 
 
 @get("/models/{model_id:str}", responses={200: documented(dict), **_ERRORS})
-async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Response[bytes]:
+async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Reply:
     """A model's detail and parameter schema (404 for models this tenant may not use)."""
     tenant = (await tenant_read(request)).tenant
     if not tenant.allows_model(model_id):
@@ -136,32 +145,30 @@ class _SubmitOperation(Operation):
     status_code=200,
     operation_class=_SubmitOperation,
 )
-async def submit_request(request: AnyRequest) -> Response[bytes]:
+async def submit_request(request: AnyRequest) -> Reply:
     """Submit a job; the payload is validated against the model's schema before it is sent."""
     principal = tenant_principal(request)
     body = await request.body()
-    key = request.headers.get("idempotency-key")
+    key = header(request, b"idempotency-key")
     result = await services(request).jobs.submit(principal, body, key)
     note_ratelimit(request, result.decision)
-    response = _json(result.body, result.status)
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+    replayed = ((b"idempotent-replayed", b"true"),) if result.replayed else ()
+    return Reply(result.body, status=result.status, headers=replayed)
 
 
 @get("/requests/{request_id:str}", responses={200: documented(RequestRecord), **_ERRORS})
-async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Response[bytes]:
+async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Reply:
     """One of this tenant's jobs (404 for any id it does not own)."""
     principal = tenant_principal(request)
     body, read = await services(request).jobs.get(principal, request_id)
     note_ratelimit(request, read)
     if body is None:
         raise NotFound("request not found")
-    return _json(body)
+    return Reply(body)
 
 
 @get("/requests", responses={200: documented(RequestList), **_ERRORS})
-async def list_requests(request: AnyRequest) -> Response[bytes]:
+async def list_requests(request: AnyRequest) -> Reply:
     """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100), ``offset``."""
     principal = await tenant_read(request)
     query = request.query_params
@@ -175,7 +182,7 @@ async def list_requests(request: AnyRequest) -> Response[bytes]:
         limit=min(limit, MAX_LIST_LIMIT),
         offset=offset,
     )
-    return _json(body)
+    return Reply(body)
 
 
 def _int_param(raw: str | None, name: str, *, default: int) -> int:

@@ -84,6 +84,10 @@ def test_etag_and_if_none_match(pair: tuple[list[ServerProcess], RedisServer], k
         assert again.content == b""
         assert again.headers["etag"] == etag
         assert studio.get("/models", headers={"If-None-Match": '"other"'}).status_code == 200
+        lines = [("If-None-Match", '"other"'), ("If-None-Match", f"W/{etag}")]  # a list header
+        assert studio.get("/models", headers=lines).status_code == 304
+        assert first.headers["content-type"] == "application/json"
+        assert int(first.headers["content-length"]) == len(first.content)
         filtered = narrow.get("/models")  # one shared entry, filtered per tenant after the cache
         assert filtered.json() == {"model_ids": ["Kling-Text2Video-V2-Master"]}
         assert filtered.headers["etag"] != etag
