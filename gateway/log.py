@@ -41,27 +41,24 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _SENSITIVE_FIELDS = frozenset({"authorization", "api_key", "key", "password", "token"})
 
 
-class _Redactor:
-    """structlog processor replacing known secret values and sensitive fields in every event."""
+class _RedactedJSON:
+    """structlog's last processor: the event as one JSON line, sensitive fields masked and every
+    known secret value scrubbed from the finished line, wherever it was (a value, a nested one,
+    a traceback). One substring search per secret on the line, not one per field."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = tuple(s for s in secrets if len(s) >= 4)
+    def __init__(self, secrets: Iterable[str], *, text: bool = False) -> None:
+        # A string appears in the line JSON-escaped, so that is the form searched for.
+        self._secrets = tuple({msgspec.json.encode(s)[1:-1] for s in secrets if len(s) >= 4})
+        self._text = text
 
-    def __call__(
-        self, _logger: object, _name: str, event: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        for field, value in event.items():
-            if field in _SENSITIVE_FIELDS:
-                event[field] = _REDACTED
-            elif isinstance(value, str) and self._secrets:
-                event[field] = self.scrub(value)
-        return event
-
-    def scrub(self, text: str) -> str:
+    def __call__(self, _logger: object, _name: str, event: MutableMapping[str, Any]) -> bytes | str:
+        for field in _SENSITIVE_FIELDS.intersection(event):
+            event[field] = _REDACTED
+        line = msgspec.json.encode(event, enc_hook=str)
         for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, _REDACTED)
-        return text
+            if secret in line:
+                line = line.replace(secret, _REDACTED.encode())
+        return line.decode() if self._text else line
 
 
 def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> None:
@@ -72,7 +69,7 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
         secrets: values that must never appear in a log line (the GMI key); scrubbed everywhere.
     """
     numeric = logging.getLevelName(level.upper())
-    redactor = _Redactor(secrets)
+    secrets = tuple(secrets)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -82,8 +79,7 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
         processors=[
             *shared,
             structlog.processors.format_exc_info,
-            redactor,
-            structlog.processors.JSONRenderer(serializer=_json_bytes),
+            _RedactedJSON(secrets),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
@@ -97,8 +93,7 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
-                redactor,
-                structlog.processors.JSONRenderer(),
+                _RedactedJSON(secrets, text=True),
             ],
         )
     )
@@ -106,10 +101,6 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))  # a line per call is noise
-
-
-def _json_bytes(event: Any, **_: Any) -> bytes:
-    return msgspec.json.encode(event, enc_hook=str)
 
 
 def request_id_of(scope: Scope) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.log import _Redactor, client_address
+from gateway.log import _RedactedJSON, client_address
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
 
@@ -38,16 +38,24 @@ def test_client_address(
     assert client_address(scope(peer, forwarded), trusted) == expected
 
 
-def test_redactor_scrubs_secret_values_and_sensitive_fields() -> None:
-    redactor = _Redactor(["gmi-super-secret-key"])
-    event = redactor(
-        None,
-        "info",
-        {"event": "boom Bearer gmi-super-secret-key", "authorization": "x", "ok": "fine"},
-    )
-    assert json.dumps(dict(event)).count("gmi-super-secret-key") == 0
-    assert event["authorization"] == "[REDACTED]"
-    assert event["ok"] == "fine"
+def test_redaction_scrubs_secret_values_and_sensitive_fields() -> None:
+    render = _RedactedJSON(["gmi-super-secret-key", 'quote"d-secret'])
+    event = {
+        "event": "boom Bearer gmi-super-secret-key",
+        "authorization": "x",
+        "nested": {"detail": ["gmi-super-secret-key"]},
+        "quoted": 'a quote"d-secret here',
+        "ok": "fine",
+    }
+    line = render(None, "info", event)
+    assert isinstance(line, bytes)
+    assert json.loads(line) == {
+        "event": "boom Bearer [REDACTED]",
+        "authorization": "[REDACTED]",
+        "nested": {"detail": ["[REDACTED]"]},
+        "quoted": "a [REDACTED] here",
+        "ok": "fine",
+    }
 
 
 def test_stdlib_and_structlog_lines_are_json_and_redacted() -> None:
