@@ -1,7 +1,7 @@
 """The baselines for GET /models: a bare Litestar handler returning the gateway's bytes.
 
-Same framework, same server and flags as the gateway (uvicorn, uvloop, httptools, no access
-log), nothing else: what the gateway adds is everything above this. The body is read from
+Same framework, same server and flags as the gateway (granian, ASGI, uvloop, one worker, no
+access log), nothing else: what the gateway adds is everything above this. The body is read from
 ``BENCH_BARE_BODY`` (a file), so it is byte for byte what the gateway answers. With
 ``BENCH_BARE_REDIS_URL`` set, the handler also makes one Redis script call per request (a
 counter, through redis-py asyncio with hiredis): the floor of an exact per-request rate limit,

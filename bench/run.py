@@ -129,11 +129,14 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def rss_kib(pid: int) -> int:
-    """Resident size of a process and its children, in KiB."""
+def worker_rss_kib(pid: int) -> int:
+    """Resident size of the server's worker processes (granian spawns them as children of a
+    small supervisor), in KiB."""
     total = 0
     for one in process_tree(pid):
         with contextlib.suppress(FileNotFoundError):
+            if b"spawn_main" not in Path(f"/proc/{one}/cmdline").read_bytes():
+                continue
             found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{one}/status").read_text())
             total += int(found.group(1)) if found else 0
     return total
@@ -410,7 +413,7 @@ def soak(gateway: ServerProcess, key: str, urls: list[str]) -> dict[str, object]
     load = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
     samples: list[int] = []
     while load.poll() is None:
-        samples.append(rss_kib(gateway.pid))
+        samples.append(worker_rss_kib(gateway.pid))
         time.sleep(SOAK_SECONDS / 20)
     rps, _, _, non2xx = parse_wrk(load.stdout.read() if load.stdout else "")
     warm = samples[2:] or samples  # the first samples include start-up growth
@@ -458,8 +461,9 @@ def main() -> int:
         ).json()["request_id"]
         models_body.write_bytes(httpx.get(f"{sim.url}{MIRROR}/models", headers=upstream).content)
         nginx = ["nginx", "-c", str(nginx_config(workdir, nginx_port, sim.port))]
-        bare = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH), "bare_app:app"]
-        bare += ["--log-level", "warning", "--no-access-log", "--port"]
+        bare = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop"]
+        bare += ["--no-ws", "--log-level", "warning", "--working-dir", str(BENCH)]
+        bare += ["bare_app:app", "--port"]
         bare_env = {"BENCH_BARE_BODY": str(models_body)}
         with (
             process(nginx, workdir, "nginx", {}) as nginx_pid,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -16,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from granian import Granian
+from granian.constants import Interfaces, Loops
+from granian.log import LogLevels
 
 from gateway.app import create_app
 from gateway.log import configure_logging
@@ -96,25 +99,24 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
     if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _prepare_multiprocess_metrics()
-    # uvicorn drains, then re-raises the signal it caught; a drained shutdown is a clean exit.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, _exit_cleanly)
-    uvicorn.run(
+    # Workers start as fresh interpreters (not forks), so they import prometheus-client with
+    # PROMETHEUS_MULTIPROC_DIR already set and inherit no state of this process.
+    multiprocessing.set_start_method("spawn", force=True)
+    Granian(
         "gateway.app:app_from_env",
         factory=True,
-        host=args.host,
+        interface=Interfaces.ASGI,
+        address=args.host,
         port=args.port,
         workers=args.workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=DRAIN_SECONDS,
-    )
+        loop=Loops.uvloop,
+        websockets=False,
+        log_level=LogLevels(settings.log_level),
+        # Granian's own records go to the root logger: the same redacted JSON lines as ours.
+        log_dictconfig={"handlers": {}, "loggers": {"_granian": {"propagate": True}}},
+        workers_kill_timeout=DRAIN_SECONDS,
+    ).serve()
     return 0
-
-
-def _exit_cleanly(_signal: int, _frame: object) -> None:
-    sys.exit(0)
 
 
 def _prepare_multiprocess_metrics() -> None:
