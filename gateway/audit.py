@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -41,28 +40,11 @@ AUDIT_BUFFER = 10_000
 AUDIT_BATCH = 256
 
 
-class _Lines:
-    """Where the audit logger's rendered lines wait until the sink writes its batch: one write
-    and flush per batch instead of per line (they cost more than rendering the line)."""
-
-    def __init__(self) -> None:
-        self.pending: list[bytes] = []
-
-    def info(self, line: bytes) -> None:
-        self.pending.append(line)
-
-    def write(self) -> None:
-        if self.pending:
-            out = sys.stdout.buffer
-            out.write(b"\n".join(self.pending) + b"\n")
-            out.flush()
-            self.pending.clear()
-
-
-_lines = _Lines()
 # The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
 _log = structlog.wrap_logger(
-    _lines, wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET)
+    None,
+    wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+    logger_factory_args=("audit",),
 )
 _errors = structlog.get_logger("gateway.audit")
 
@@ -180,11 +162,8 @@ async def log_sink(events: Sequence[AuditEvent]) -> None:
 
     For an audited request this is its canonical log line (the middleware writes no other).
     """
-    try:
-        for event in events:
-            _log.info("audit", **msgspec.to_builtins(event))  # unset fields are left out
-    finally:
-        _lines.write()
+    for event in events:
+        _log.info("audit", **msgspec.to_builtins(event))  # unset fields are left out
 
 
 async def stop(task: asyncio.Task[None], audit: AuditLog) -> None:

@@ -10,6 +10,8 @@ every log line, whatever path it took to get there.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import ipaddress
 import logging
 import os
@@ -18,7 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 import structlog
@@ -61,6 +63,38 @@ class _RedactedJSON:
         return line.decode() if self._text else line
 
 
+class _LineWriter:
+    """structlog's output: the lines rendered in one event-loop iteration go out in one write.
+
+    A write and flush per line cost more than rendering the line. Batching per iteration keeps
+    the lines in order and holds none past the current iteration; with no running loop (the
+    CLI, start-up) and at exit, lines are written at once.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._pending: list[bytes] = []
+        atexit.register(self.flush)
+
+    def msg(self, line: bytes) -> None:
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop in this thread
+                self._out.write(line + b"\n")
+                self._out.flush()
+                return
+        self._pending.append(line)
+
+    debug = info = warning = error = critical = exception = msg
+
+    def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._out.write(b"\n".join(lines) + b"\n")
+            self._out.flush()
+
+
 def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> None:
     """Set up structlog (JSON lines on stdout) and route stdlib logging at ``level``.
 
@@ -70,6 +104,7 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
     """
     numeric = logging.getLevelName(level.upper())
     secrets = tuple(secrets)
+    writer = _LineWriter(sys.stdout.buffer)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -82,7 +117,7 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
             _RedactedJSON(secrets),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
     # Other libraries' stdlib records (uvicorn, asyncio) become the same redacted JSON lines.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import ipaddress
 import json
 import subprocess
@@ -10,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.log import _RedactedJSON, client_address
+from gateway.log import _LineWriter, _RedactedJSON, client_address
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
 
@@ -96,4 +98,39 @@ asyncio.run(log_sink([AuditEvent(time="t", kind="request", outcome="ok", status=
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(line["event"], line["outcome"], line["status"]) for line in lines] == [
         ("audit", "ok", 200)
+    ]
+
+
+class CountingBuffer(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: Any) -> int:
+        self.writes += 1
+        return super().write(data)
+
+
+def test_lines_of_one_loop_iteration_go_out_in_one_write_in_order() -> None:
+    out = CountingBuffer()
+    writer = _LineWriter(out)
+    writer.info(b"before the loop")  # no running loop: written at once
+    assert (out.getvalue(), out.writes) == (b"before the loop\n", 1)
+
+    async def burst() -> None:
+        for n in range(3):
+            writer.info(b"line %d" % n)
+        assert out.writes == 1  # held until the end of this iteration
+        await asyncio.sleep(0)
+        assert out.writes == 2
+        writer.info(b"at exit")
+
+    asyncio.run(burst())
+    writer.flush()  # what the atexit hook does for lines still held
+    assert out.getvalue().splitlines() == [
+        b"before the loop",
+        b"line 0",
+        b"line 1",
+        b"line 2",
+        b"at exit",
     ]
