@@ -39,7 +39,6 @@ __all__ = (
 AUDIT_BUFFER = 10_000
 AUDIT_BATCH = 256
 
-
 # The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
 _log = structlog.wrap_logger(
     None,

@@ -120,7 +120,7 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
         logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
     )
-    # Other libraries' stdlib records (uvicorn, asyncio) become the same redacted JSON lines.
+    # Other libraries' stdlib records (granian, asyncio) become the same redacted JSON lines.
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
