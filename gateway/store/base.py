@@ -218,7 +218,7 @@ class Store(abc.ABC):
         A job is retained for the store's ``job_retention_seconds`` after it was added; after
         that it is gone from lookups, the index and the totals.
 
-        With a ``charge`` (reserved by ``reserve_submit``), the job carries it until it is
+        With a ``charge`` (reserved by ``begin_submit``), the job carries it until it is
         settled: its concurrency slot is held until ``deadline`` (unix seconds) at the latest,
         and the job is listed by ``jobs_to_reconcile`` until settled.
 
@@ -282,14 +282,6 @@ class Store(abc.ABC):
         is claimed for ``idempotency.ttl`` seconds. On rejection nothing changes, so the key
         stays free for a retry.
         """
-
-    async def reserve_submit(
-        self, tenant: str, charge: Charge, limits: SubmitLimits, *, hold_until: float
-    ) -> Decision:
-        """``begin_submit`` without an ``Idempotency-Key``: just the reservation."""
-        start = await self.begin_submit(tenant, charge, limits, hold_until=hold_until)
-        assert start.decision is not None  # only a key that is not new skips the reservation
-        return start.decision
 
     @abc.abstractmethod
     async def release(self, tenant: str, charge: Charge) -> bool:

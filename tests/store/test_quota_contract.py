@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from gateway.store import Store
-from gateway.store.base import Charge, Idempotency, IdempotencyState, SubmitLimits, SubmitStart
+from gateway.store.base import (
+    Charge,
+    Decision,
+    Idempotency,
+    IdempotencyState,
+    SubmitLimits,
+    SubmitStart,
+)
 from tests.store.conftest import FakeClock
 
 DAY_END_IN = 10_000.0
@@ -26,14 +33,21 @@ def charge(clock: FakeClock, token: str, cost: int = 5, day: str = "2026-11-23")
     )
 
 
+async def reserve(
+    store: Store, tenant: str, cost: Charge, limits: SubmitLimits, *, hold_until: float
+) -> Decision:
+    """``begin_submit`` without an Idempotency-Key: just the reservation."""
+    start = await store.begin_submit(tenant, cost, limits, hold_until=hold_until)
+    assert start.decision is not None  # only a key that is not new skips the reservation
+    return start.decision
+
+
 async def reserve_many(
     store: Store, clock: FakeClock, limits: SubmitLimits, n: int, cost: int = 5
 ) -> list[bool]:
     decisions = await asyncio.gather(
         *(
-            store.reserve_submit(
-                "t", charge(clock, f"tok{i}", cost), limits, hold_until=clock.now + 600
-            )
+            reserve(store, "t", charge(clock, f"tok{i}", cost), limits, hold_until=clock.now + 600)
             for i in range(n)
         )
     )
@@ -41,8 +55,8 @@ async def reserve_many(
 
 
 async def test_no_limits_always_allows(store: Store, clock: FakeClock) -> None:
-    decision = await store.reserve_submit(
-        "t", charge(clock, "a"), SubmitLimits(), hold_until=clock.now + 1
+    decision = await reserve(
+        store, "t", charge(clock, "a"), SubmitLimits(), hold_until=clock.now + 1
     )
     assert decision.allowed
     assert decision.limits == ()
@@ -62,21 +76,19 @@ async def test_concurrent_reservations_accept_exactly_the_limit(
 ) -> None:
     allowed = await reserve_many(store, clock, limits, 40)
     assert allowed.count(True) == expected
-    refused = await store.reserve_submit(
-        "t", charge(clock, "late"), limits, hold_until=clock.now + 1
-    )
+    refused = await reserve(store, "t", charge(clock, "late"), limits, hold_until=clock.now + 1)
     assert not refused.allowed
     assert refused.violated == violated
 
 
 async def test_a_refusal_reserves_nothing(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(submits_per_minute=10, max_concurrent_jobs=10, video_seconds_per_day=10)
-    first = await store.reserve_submit(
-        "t", charge(clock, "a", cost=10), limits, hold_until=clock.now + 60
+    first = await reserve(
+        store, "t", charge(clock, "a", cost=10), limits, hold_until=clock.now + 60
     )
     assert first.allowed
-    refused = await store.reserve_submit(
-        "t", charge(clock, "b", cost=1), limits, hold_until=clock.now + 60
+    refused = await reserve(
+        store, "t", charge(clock, "b", cost=1), limits, hold_until=clock.now + 60
     )
     assert refused.violated == "video_seconds_per_day"
     assert refused.retry_after == pytest.approx(DAY_END_IN)
@@ -92,9 +104,9 @@ async def test_a_refusal_reserves_nothing(store: Store, clock: FakeClock) -> Non
 async def test_first_violated_limit_is_named(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(submits_per_minute=1, max_concurrent_jobs=1, video_seconds_per_day=5)
     assert (
-        await store.reserve_submit("t", charge(clock, "a"), limits, hold_until=clock.now + 60)
+        await reserve(store, "t", charge(clock, "a"), limits, hold_until=clock.now + 60)
     ).allowed
-    refused = await store.reserve_submit("t", charge(clock, "b"), limits, hold_until=clock.now + 60)
+    refused = await reserve(store, "t", charge(clock, "b"), limits, hold_until=clock.now + 60)
     assert refused.violated == "submits_per_minute"
     assert refused.retry_after == pytest.approx(60.0)
 
@@ -102,14 +114,14 @@ async def test_first_violated_limit_is_named(store: Store, clock: FakeClock) -> 
 async def test_rate_refills_continuously(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(submits_per_minute=10)
     assert (await reserve_many(store, clock, limits, 10)).count(True) == 10
-    refused = await store.reserve_submit("t", charge(clock, "x"), limits, hold_until=clock.now + 1)
+    refused = await reserve(store, "t", charge(clock, "x"), limits, hold_until=clock.now + 1)
     assert refused.retry_after == pytest.approx(6.0)
     clock.advance(5.999)
     assert not (
-        await store.reserve_submit("t", charge(clock, "y"), limits, hold_until=clock.now + 1)
+        await reserve(store, "t", charge(clock, "y"), limits, hold_until=clock.now + 1)
     ).allowed
     clock.advance(0.001)
-    allowed = await store.reserve_submit("t", charge(clock, "z"), limits, hold_until=clock.now + 1)
+    allowed = await reserve(store, "t", charge(clock, "z"), limits, hold_until=clock.now + 1)
     assert allowed.allowed
     assert allowed.limits[0].remaining == 0
     assert allowed.limits[0].reset_after == pytest.approx(6.0)
@@ -118,21 +130,21 @@ async def test_rate_refills_continuously(store: Store, clock: FakeClock) -> None
 async def test_slots_expire_at_hold_until(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(max_concurrent_jobs=1)
     assert (
-        await store.reserve_submit("t", charge(clock, "a"), limits, hold_until=clock.now + 30)
+        await reserve(store, "t", charge(clock, "a"), limits, hold_until=clock.now + 30)
     ).allowed
     assert not (
-        await store.reserve_submit("t", charge(clock, "b"), limits, hold_until=clock.now + 30)
+        await reserve(store, "t", charge(clock, "b"), limits, hold_until=clock.now + 30)
     ).allowed
     clock.advance(30)
     assert (
-        await store.reserve_submit("t", charge(clock, "c"), limits, hold_until=clock.now + 30)
+        await reserve(store, "t", charge(clock, "c"), limits, hold_until=clock.now + 30)
     ).allowed
 
 
 async def test_release_refunds_once_and_keeps_the_rate(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(submits_per_minute=5, max_concurrent_jobs=1, video_seconds_per_day=5)
     reserved = charge(clock, "a")
-    assert (await store.reserve_submit("t", reserved, limits, hold_until=clock.now + 60)).allowed
+    assert (await reserve(store, "t", reserved, limits, hold_until=clock.now + 60)).allowed
     assert await store.release("t", reserved) is True
     assert await store.release("t", reserved) is False
     states, in_use = await store.usage("t", limits, None, reserved)
@@ -147,21 +159,21 @@ async def test_release_refunds_once_and_keeps_the_rate(store: Store, clock: Fake
 async def test_budgets_are_per_period(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(video_seconds_per_day=5)
     today = charge(clock, "a", day="2026-11-23")
-    assert (await store.reserve_submit("t", today, limits, hold_until=clock.now + 1)).allowed
+    assert (await reserve(store, "t", today, limits, hold_until=clock.now + 1)).allowed
     assert not (
-        await store.reserve_submit("t", charge(clock, "b"), limits, hold_until=clock.now + 1)
+        await reserve(store, "t", charge(clock, "b"), limits, hold_until=clock.now + 1)
     ).allowed
     tomorrow = charge(clock, "c", day="2026-11-24")
-    assert (await store.reserve_submit("t", tomorrow, limits, hold_until=clock.now + 1)).allowed
+    assert (await reserve(store, "t", tomorrow, limits, hold_until=clock.now + 1)).allowed
 
 
 async def test_tenants_do_not_share_limits(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(max_concurrent_jobs=1)
     assert (
-        await store.reserve_submit("a", charge(clock, "x"), limits, hold_until=clock.now + 60)
+        await reserve(store, "a", charge(clock, "x"), limits, hold_until=clock.now + 60)
     ).allowed
     assert (
-        await store.reserve_submit("b", charge(clock, "x"), limits, hold_until=clock.now + 60)
+        await reserve(store, "b", charge(clock, "x"), limits, hold_until=clock.now + 60)
     ).allowed
 
 
@@ -169,7 +181,7 @@ async def charged_job(
     store: Store, clock: FakeClock, request_id: str, limits: SubmitLimits
 ) -> Charge:
     reserved = charge(clock, f"token-{request_id}")
-    assert (await store.reserve_submit("t", reserved, limits, hold_until=clock.now + 60)).allowed
+    assert (await reserve(store, "t", reserved, limits, hold_until=clock.now + 60)).allowed
     await store.add_job("t", request_id, "m", b"{}", charge=reserved, deadline=clock.now + 3600)
     return reserved
 
