@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.__main__ import OPENAPI_FILE, main, openapi_document
+from gateway.__main__ import main
+from gateway.in_process import OPENAPI_FILE, openapi_document
 from gateway.services.tenants import parse_tenants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,3 +70,16 @@ def test_openapi_documents_the_submit_body_and_idempotency_key() -> None:
     assert schema["required"] == ["model", "payload"]
     assert [p["name"] for p in post["parameters"]] == ["Idempotency-Key"]
     assert {"400", "401", "404", "429", "503"} <= set(post["responses"])
+
+
+def test_the_cli_module_leaves_the_app_and_simulator_unloaded() -> None:
+    """`serve`'s supervisor (and each worker, which re-imports the main module) stays light."""
+    probe = (
+        "import sys, gateway.__main__; "
+        "print(' '.join(m for m in ('gateway.app', 'gateway.sim', 'uvicorn', 'httpx')"
+        " if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert loaded == ""
