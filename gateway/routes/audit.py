@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from litestar import Request, Router, get
 
 from gateway.errors import BadRequest
-from gateway.routes.deps import documented, services, tenant_principal
+from gateway.routes.deps import documented, query_count, services, tenant_principal
 from gateway.schemas import AuditPage, ErrorBody
 from gateway.services.audit_trail import AuditFilter
 
 __all__ = ("audit_router", "page_params")
 
 MAX_LIMIT = 500
+_CURSOR = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?")
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -22,25 +24,36 @@ AnyRequest = Request[Any, Any, Any]
 def page_params(request: AnyRequest) -> tuple[int, str | None]:
     """``limit`` (1 to 500, default 100) and the opaque ``cursor`` of the previous page."""
     raw = request.query_params.get("limit") or "100"
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = query_count(raw)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}, got {raw!r}")
     cursor = request.query_params.get("cursor") or None
-    if cursor is not None and (len(cursor) > 64 or not cursor.replace("-", "").isdigit()):
+    if cursor is not None and not _is_cursor(cursor):
         raise BadRequest("cursor must be a next_cursor value from a previous page")
-    return int(raw), cursor
+    return limit, cursor
+
+
+def _is_cursor(raw: str) -> bool:
+    """An audit entry id as the stores make them: a Redis stream id, or a memory sequence
+    (never all zeros, which Redis refuses as the end of a range)."""
+    if _CURSOR.fullmatch(raw) is None:
+        return False
+    parts = [int(n) for n in raw.split("-")]
+    return all(n < 2**64 for n in parts) and any(parts)
 
 
 def filter_params(request: AnyRequest) -> AuditFilter:
     """``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``."""
     query = request.query_params
-    status = query.get("status")
-    if status is not None and not status.isdigit():
-        raise BadRequest(f"status must be an HTTP status code, got {status!r}")
+    raw_status = query.get("status")
+    status = None if raw_status is None else query_count(raw_status)
+    if raw_status is not None and (status is None or not 100 <= status <= 599):
+        raise BadRequest(f"status must be an HTTP status code, got {raw_status!r}")
     return AuditFilter(
         since=_moment(query.get("since"), "since"),
         until=_moment(query.get("until"), "until"),
         route=query.get("route"),
-        status=int(status) if status is not None else None,
+        status=status,
         outcome=query.get("outcome"),
     )
 

@@ -30,6 +30,7 @@ __all__ = (
     "documented",
     "header",
     "note_ratelimit",
+    "query_count",
     "services",
     "tenant_principal",
     "tenant_read",
@@ -107,6 +108,16 @@ def header(request: AnyRequest, name: bytes) -> str | None:
     if not values:
         return None
     return b", ".join(values).decode("latin-1")
+
+
+def query_count(raw: str) -> int | None:
+    """``raw`` as a non-negative integer of at most nine ASCII digits, else ``None``.
+
+    ``str.isdigit`` alone also accepts digits such as "²" that ``int`` refuses.
+    """
+    if raw.isascii() and raw.isdigit() and len(raw) <= 9:
+        return int(raw)
+    return None
 
 
 def _bearer_key(request: AnyRequest) -> str:

@@ -24,6 +24,7 @@ from gateway.routes.deps import (
     documented,
     header,
     note_ratelimit,
+    query_count,
     services,
     tenant_principal,
     tenant_read,
@@ -188,9 +189,10 @@ async def list_requests(request: AnyRequest) -> Reply:
 def _int_param(raw: str | None, name: str, *, default: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 9:
-        raise BadRequest(f"{name} must be a non-negative integer, got {raw!r}")
-    return int(raw)
+    value = query_count(raw)
+    if value is None:
+        raise BadRequest(f"{name} must be an integer from 0 to 999999999, got {raw!r}")
+    return value
 
 
 mirror_router = Router(

@@ -31,7 +31,7 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.services.catalog import Catalog
-from gateway.services.payload import parse_submission, validate_payload
+from gateway.services.payload import parse_submission, validate_payload, video_seconds
 from gateway.services.quota import Quotas
 from gateway.services.relay import relayed_error, unavailable
 from gateway.services.tenants import Principal
@@ -120,7 +120,7 @@ class Jobs:
             _check_idempotency_key(idempotency_key)
             fingerprint = _fingerprint(submission.model, submission.payload)
             claim = Idempotency(idempotency_key, fingerprint, IDEMPOTENCY_PENDING_TTL)
-        charge = self._quotas.charge_for(submission.payload)
+        charge = self._quotas.charge_for(video_seconds(submission.payload, entry.parameters))
         start = await self._quotas.begin_submit(tenant, charge, claim)
         if start.decision is None:  # the key was used before
             assert start.claim is not None

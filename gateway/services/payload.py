@@ -17,9 +17,18 @@ import msgspec
 
 from gateway.errors import InvalidJSON, InvalidPayload
 
-__all__ = ("ParameterSpec", "Submission", "parse_submission", "validate_payload")
+__all__ = (
+    "DEFAULT_VIDEO_SECONDS",
+    "ParameterSpec",
+    "Submission",
+    "parse_submission",
+    "validate_payload",
+    "video_seconds",
+)
 
 MAX_MODEL_ID_LENGTH = 200
+DEFAULT_VIDEO_SECONDS = 5
+_DURATION_NAMES = frozenset({"duration", "durationSeconds", "duration_seconds"})
 _MAX_CHARS_IN_DESCRIPTION = re.compile(r"\bmax(?:imum)?\.?\s+(\d+)\s+char", re.IGNORECASE)
 _STRING_TYPES = frozenset({"string", "str", "text"})
 _INTEGER_TYPES = frozenset({"integer", "int"})
@@ -38,6 +47,7 @@ class ParameterSpec(msgspec.Struct, frozen=True):
     min_value: float | None = None
     max_value: float | None = None
     max_length: int | None = None
+    default_value: Any = None
 
     def max_chars(self) -> int | None:
         """The length limit: an explicit ``max_length``, else "Max N characters" in the text.
@@ -70,8 +80,10 @@ def parse_submission(body: bytes) -> Submission:
         raise InvalidPayload("invalid payload: request body is empty; expected {model, payload}")
     try:
         envelope = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
     if not isinstance(envelope, dict):
         raise InvalidPayload("invalid payload: request body must be a JSON object")
     model = envelope.get("model")
@@ -102,6 +114,22 @@ def validate_payload(payload: dict[str, Any], parameters: tuple[ParameterSpec, .
             raise InvalidPayload(f"invalid payload: {spec.name} {problem}")
 
 
+def video_seconds(payload: dict[str, Any], parameters: tuple[ParameterSpec, ...]) -> int:
+    """Seconds of video a validated submit asks for, which is what its budget is charged.
+
+    Only the duration parameter the model declares counts (Kling ``duration``, Veo
+    ``durationSeconds``), then that parameter's default, then 5: the upstream ignores keys a
+    model does not declare, so a stray ``duration`` must not set the price either.
+    """
+    for spec in parameters:
+        if spec.name in _DURATION_NAMES:
+            for value in (payload.get(spec.name), spec.default_value):
+                seconds = _as_number(value)
+                if seconds is not None and seconds > 0:
+                    return math.ceil(seconds)
+    return DEFAULT_VIDEO_SECONDS
+
+
 def _check(spec: ParameterSpec, value: Any) -> str | None:
     kind = spec.type.lower()
     if spec.options is not None or kind == "enum":
@@ -120,7 +148,8 @@ def _check(spec: ParameterSpec, value: Any) -> str | None:
     if kind in _NUMBER_TYPES:
         number = _as_number(value)
         if number is None:
-            return f"must be a number, got {_json_type(value)}"
+            got = _json_type(value)
+            return f"must be a number, got {'one out of range' if got == 'number' else got}"
         return _check_range(spec, number)
     if kind in _BOOLEAN_TYPES and not isinstance(value, bool):
         return f"must be true or false, got {_json_type(value)}"
@@ -138,17 +167,14 @@ def _check_enum(options: list[Any], value: Any) -> str | None:
 
 
 def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A finite float, or None; numeric strings count (spec U12), booleans do not."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):  # spec U12: numeric strings are accepted
-        try:
-            number = float(value)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):  # OverflowError: an integer of hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_range(spec: ParameterSpec, number: float) -> str | None:
@@ -160,7 +186,9 @@ def _check_range(spec: ParameterSpec, number: float) -> str | None:
 
 
 def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
+    if isinstance(number, int):
+        return str(number)
+    return str(int(number)) if number.is_integer() else str(number)
 
 
 def _json_type(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ import structlog
 from gateway import metrics
 from gateway.audit import AuditEvent, AuditLog
 from gateway.errors import QuotaExceeded, StoreUnavailable
+from gateway.services.payload import DEFAULT_VIDEO_SECONDS
 from gateway.services.tenants import Tenant
 from gateway.store import Store, StoreError
 from gateway.store.base import (
@@ -38,13 +39,10 @@ from gateway.store.base import (
 
 __all__ = (
     "CONCURRENCY_RETRY_AFTER",
-    "DEFAULT_VIDEO_SECONDS",
     "Quotas",
     "ratelimit_headers",
-    "video_seconds",
 )
 
-DEFAULT_VIDEO_SECONDS = 5
 CONCURRENCY_RETRY_AFTER = 5  # seconds: a slot frees when some job ends, at a time nobody knows
 LIMIT_ORDER = (
     SUBMITS_PER_MINUTE,
@@ -60,31 +58,11 @@ _CODES = {
     VIDEO_SECONDS_PER_DAY: "budget_exhausted",
     VIDEO_SECONDS_PER_MONTH: "budget_exhausted",
 }
-_DURATION_KEYS = ("duration", "durationSeconds", "duration_seconds")
 _REFUNDED_STATUSES = frozenset({"failed", "cancelled", "expired"})
 _SETTLEMENT_OUTCOMES = {"success": "charged", "expired": "expired"}
 
 _log = structlog.get_logger("gateway.quota")
 _T = TypeVar("_T")
-
-
-def video_seconds(payload: Mapping[str, Any]) -> int:
-    """Seconds of video a payload asks for: its ``duration`` (Veo: ``durationSeconds``), else 5.
-
-    The payload was validated against the model's schema already, so a value that is not a
-    positive number here means the model has no duration parameter: the default applies.
-    """
-    for key in _DURATION_KEYS:
-        value = payload.get(key)
-        if value is None or isinstance(value, bool):
-            continue
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(seconds) and seconds > 0:
-            return math.ceil(seconds)
-    return DEFAULT_VIDEO_SECONDS
 
 
 def _periods(now: float) -> tuple[str, str, float, float]:
@@ -130,10 +108,10 @@ class Quotas:
         self._hold = ambiguous_hold_seconds
         self.job_deadline_seconds = job_deadline_seconds
 
-    def charge_for(self, payload: Mapping[str, Any]) -> Charge:
-        """A fresh reservation for a submit of ``payload`` at the current time."""
+    def charge_for(self, video_seconds: int) -> Charge:
+        """A fresh reservation of ``video_seconds`` at the current time."""
         day, month, day_ends, month_ends = _periods(self._clock())
-        return Charge(uuid.uuid4().hex, video_seconds(payload), day, month, day_ends, month_ends)
+        return Charge(uuid.uuid4().hex, video_seconds, day, month, day_ends, month_ends)
 
     async def begin_submit(
         self, tenant: Tenant, charge: Charge, idempotency: Idempotency | None = None
@@ -219,7 +197,7 @@ class Quotas:
                 tenant.id,
                 _submit_limits(tenant),
                 tenant.limits.reads_per_minute,
-                self.charge_for({}),
+                self.charge_for(DEFAULT_VIDEO_SECONDS),
             )
         )
         by_name = {state.name: state for state in states}

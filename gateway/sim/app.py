@@ -192,13 +192,13 @@ class _Simulator:
     def submit(self, body: bytes) -> Answer:
         try:
             envelope = msgspec.json.decode(body, type=_Envelope)
-        except msgspec.MsgspecError:
+            payload = msgspec.json.decode(envelope.payload) if envelope.payload else None
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
             return _error(400, "invalid payload: request body must be a JSON object")
         if not isinstance(envelope.model, str) or not envelope.model:
             return _error(400, "invalid payload: model is required")
         if not envelope.payload:
             return _error(400, "invalid payload: payload is required")
-        payload = msgspec.json.decode(envelope.payload)
         if not isinstance(payload, dict):
             return _error(400, "invalid payload: payload must be an object")
         specs = self.catalog.parameters.get(envelope.model)
@@ -354,7 +354,7 @@ def _template(path: str) -> tuple[str, tuple[Any, ...]]:
 
 
 def _non_negative(raw: str, name: str) -> int:
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValueError(f"{name} must be a non-negative integer")
     return int(raw)
 

@@ -72,7 +72,7 @@ def _number(value: Any, *, integer: bool) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return float(value)
+        return float(value) if abs(value) < 2**1000 else None  # beyond any float: not a number
     if integer:
         return None
     if isinstance(value, float):

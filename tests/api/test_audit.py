@@ -123,6 +123,8 @@ def test_every_request_is_audited_once_with_its_outcome(
         assert [e["tenant"] for e in limited] == ["auditee"]
         bad = events(admin, "/admin/audit", 1, tenant="auditee", status="400")
         assert [e["outcome"] for e in bad] == ["invalid_payload"]
+        for status in ("\u00b2", "99", "1" * 40):
+            assert admin.get("/admin/audit", params={"status": status}).status_code == 400
     text = str(everything) + server.output()
     assert SECRET_PROMPT not in text
     for key in KEYS.values():
@@ -159,4 +161,12 @@ def test_cursor_pagination_newest_first(audited: tuple[ServerProcess, RedisServe
                 break
         assert seen == ids[::-1]
         assert other.get("/v1/audit", params={"limit": "0"}).status_code == 400
-        assert other.get("/v1/audit", params={"cursor": "x"}).status_code == 400
+        for bad in (
+            {"cursor": "x"},
+            {"cursor": "1-2-3"},
+            {"cursor": "0-0"},
+            {"cursor": "9" * 20},
+            {"limit": "\u00b2"},
+            {"limit": "9" * 5000},
+        ):
+            assert other.get("/v1/audit", params=bad).status_code == 400, bad

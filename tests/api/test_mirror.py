@@ -88,6 +88,8 @@ def test_list_filters_by_model_and_accepts_page_size(studio: httpx.Client) -> No
         ({"limit": "x"}, "limit must be"),
         ({"offset": "-1"}, "offset must be"),
         ({"limit": "0"}, "limit"),
+        ({"limit": "\u00b2"}, "limit must be"),  # a digit to str.isdigit, not to int
+        ({"offset": "9" * 5000}, "offset must be"),
     ],
 )
 def test_list_rejects_bad_query(studio: httpx.Client, params: dict[str, str], text: str) -> None:
@@ -158,6 +160,7 @@ def test_unknown_or_wrong_case_model_is_404(studio: httpx.Client, model: str) ->
         ({"prompt": "p", "cfg_scale": 2}, "cfg_scale must be <= 1"),
         ({"prompt": "p", "cfg_scale": -1}, "cfg_scale must be >= 0"),
         ({"prompt": "p", "cfg_scale": "strict"}, "cfg_scale must be a number"),
+        ({"prompt": "p", "cfg_scale": 10**400}, "cfg_scale must be a number"),
     ],
 )
 def test_bad_payloads_are_rejected_before_the_upstream(
@@ -192,6 +195,8 @@ def test_lenient_where_the_upstream_is_lenient(
         (b"[]", "invalid_payload", "must be a JSON object"),
         (b'{"model": "Kling-Text2Video-V2-Master"}', "invalid_payload", "payload is required"),
         (b'{"payload": {"prompt": "x"}}', "invalid_payload", "model is required"),
+        (b'{"model": "m", "payload": {"prompt": "\xff"}}', "invalid_json", "not valid JSON"),
+        (b"[" * 50_000, "invalid_json", "nested too deeply"),
     ],
 )
 def test_malformed_bodies(studio: httpx.Client, body: bytes, code: str, text: str) -> None:

@@ -8,7 +8,12 @@ import msgspec
 import pytest
 
 from gateway.errors import InvalidJSON, InvalidPayload
-from gateway.services.payload import ParameterSpec, parse_submission, validate_payload
+from gateway.services.payload import (
+    ParameterSpec,
+    parse_submission,
+    validate_payload,
+    video_seconds,
+)
 
 KLING_PARAMETERS = msgspec.json.decode(
     b"""[
@@ -68,6 +73,7 @@ def test_valid_payloads_pass(payload: dict[str, Any]) -> None:
         ({"prompt": "a", "cfg_scale": "high"}, "cfg_scale must be a number, got string"),
         ({"prompt": "a", "cfg_scale": "nan"}, "cfg_scale must be a number"),
         ({"prompt": "a", "cfg_scale": True}, "cfg_scale must be a number, got boolean"),
+        ({"prompt": "a", "cfg_scale": 10**400}, "cfg_scale must be a number, got one out of range"),
     ],
 )
 def test_invalid_payloads_name_the_field(payload: dict[str, Any], message: str) -> None:
@@ -81,6 +87,7 @@ def test_invalid_payloads_name_the_field(payload: dict[str, Any], message: str) 
     ("spec", "good", "bad"),
     [
         (ParameterSpec(name="n", type="integer", min_value=1, max_value=4), 2, 2.5),
+        (ParameterSpec(name="n", type="integer", min_value=1, max_value=4), 4, 10**400),
         (ParameterSpec(name="n", type="boolean"), False, "yes"),
         (ParameterSpec(name="n", type="string", max_length=3), "abc", "abcd"),
     ],
@@ -96,6 +103,8 @@ def test_other_parameter_types(spec: ParameterSpec, good: Any, bad: Any) -> None
     [
         (b"", InvalidPayload, "request body is empty"),
         (b"{not json", InvalidJSON, "request body is not valid JSON"),
+        (b'{"model": "m", "payload": {"prompt": "\xff\xfe"}}', InvalidJSON, "not valid JSON"),
+        (b"[" * 100_000, InvalidJSON, "not valid JSON: nested too deeply"),
         (b"[1, 2]", InvalidPayload, "must be a JSON object"),
         (b'{"payload": {}}', InvalidPayload, "model is required"),
         (b'{"model": 5, "payload": {}}', InvalidPayload, "model is required"),
@@ -114,3 +123,30 @@ def test_envelope_accepts_the_upstream_shape() -> None:
     submission = parse_submission(b'{"model": "Kling-Text2Video-V2-Master", "payload": {"a": 1}}')
     assert submission.model == "Kling-Text2Video-V2-Master"
     assert submission.payload == {"a": 1}
+
+
+VEO_PARAMETERS = (
+    ParameterSpec(name="prompt", required=True),
+    ParameterSpec(name="durationSeconds", type="enum", options=["8", "6", "4"], default_value="8"),
+)
+
+
+@pytest.mark.parametrize(
+    ("payload", "parameters", "seconds"),
+    [
+        ({}, KLING_PARAMETERS, 5),
+        ({"duration": "10"}, KLING_PARAMETERS, 10),
+        ({"duration": 10}, KLING_PARAMETERS, 10),
+        ({"durationSeconds": "4"}, VEO_PARAMETERS, 4),
+        ({}, VEO_PARAMETERS, 8),  # the model's own default, not 5
+        # keys the model does not declare set no price: the upstream ignores them too
+        ({"durationSeconds": "8", "duration": 0.01}, VEO_PARAMETERS, 8),
+        ({"duration": "10", "durationSeconds": "1"}, KLING_PARAMETERS, 10),
+        ({"duration": "1"}, (ParameterSpec(name="prompt"),), 5),
+        ({"duration": True}, KLING_PARAMETERS, 5),
+    ],
+)
+def test_cost_is_the_duration_the_model_declares(
+    payload: dict[str, Any], parameters: tuple[ParameterSpec, ...], seconds: int
+) -> None:
+    assert video_seconds(payload, parameters) == seconds
