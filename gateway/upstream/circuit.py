@@ -1,8 +1,9 @@
 """A circuit breaker: when the upstream keeps failing, fail fast instead of piling on.
 
 Closed: calls go through; ``threshold`` consecutive failures (transport errors, 429 and 5xx
-answers) open it. Open: calls fail at once, for ``cooldown`` seconds. Then half-open: one probe
-goes through; its success closes the circuit, its failure opens it again.
+answers, except a submit's 500: see the client) open it. Open: calls fail at once, for
+``cooldown`` seconds. Then half-open: one probe goes through; its success closes the circuit,
+its failure opens it again.
 """
 
 from __future__ import annotations

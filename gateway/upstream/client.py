@@ -31,6 +31,9 @@ except PackageNotFoundError:  # running from a checkout that was never installed
     _VERSION = "0.0.0"
 
 _SUBMIT = "POST /requests"
+# A submit's 500 is mostly the vendor refusing that payload ("Backend error (400)", spec §8):
+# one tenant's bad payloads must not open the circuit for everyone. Polls still count 500s.
+_SUBMIT_FAILURES = RETRYABLE_STATUSES - {500}
 # Failures raised before a single byte of the request left: a submit that hit one is safe to
 # report as "not sent". Everything else (read/write timeouts, broken connections, protocol
 # errors) may come after the upstream received the request.
@@ -162,7 +165,7 @@ class UpstreamClient:
             raise failure
         result = _response(response, self._clock() - started)
         _observe(_SUBMIT, str(result.status), result.elapsed)
-        self.circuit.record(ok=result.status not in RETRYABLE_STATUSES)
+        self.circuit.record(ok=result.status not in _SUBMIT_FAILURES)
         return result
 
     async def aclose(self) -> None:

@@ -9,6 +9,8 @@ import httpx
 from tests.conftest import UPSTREAM_KEY, Keys, SimControl, client_for
 from tests.support.processes import ServerProcess, start_gateway
 
+MODEL = "Kling-Text2Video-V2-Master"
+
 
 def test_open_circuit_fails_fast_without_calling_upstream(
     sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
@@ -33,5 +35,30 @@ def test_open_circuit_fails_fast_without_calling_upstream(
             assert sim_control.calls()["GET /models"] == before
         metrics = httpx.get(gateway.url + "/metrics").text
         assert "gmigw_upstream_circuit_state 2.0" in metrics
+    finally:
+        gateway.stop()
+
+
+def test_one_tenants_rejected_submits_do_not_open_the_circuit_for_all(
+    sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """The upstream answers 500 "Backend error (400)" to payloads its vendor refuses (spec §8)."""
+    env = {"GATEWAY_CIRCUIT_THRESHOLD": "3", "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "30"}
+    gateway = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+        name="circuit-submits", extra_env=env,
+    )  # fmt: skip
+    try:
+        sim_control.fault("POST /requests", status=500, rate=1.0)
+        body = {"model": MODEL, "payload": {"prompt": "refused by the vendor"}}
+        with client_for(gateway, keys.studio) as studio:
+            for _ in range(4):
+                assert studio.post("/requests", json=body).status_code == 500
+        sim_control.clear_faults()
+        with client_for(gateway, keys.rival) as rival:
+            accepted = rival.post("/requests", json={"model": MODEL, "payload": {"prompt": "ok"}})
+            assert accepted.status_code == 200, accepted.text
+        metrics = httpx.get(gateway.url + "/metrics").text
+        assert "gmigw_upstream_circuit_state 0.0" in metrics
     finally:
         gateway.stop()
