@@ -31,7 +31,12 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.services.catalog import Catalog
-from gateway.services.payload import parse_submission, validate_payload, video_seconds
+from gateway.services.payload import (
+    Submission,
+    parse_submission,
+    validate_payload,
+    video_seconds,
+)
 from gateway.services.quota import Quotas
 from gateway.services.relay import relayed_error, unavailable
 from gateway.services.tenants import Principal
@@ -108,13 +113,12 @@ class Jobs:
         """
         submission = parse_submission(body)
         tenant = principal.tenant
-        note = current_note()
-        note.model = submission.model
-        note_prompt(submission.payload.get("prompt"), keep_text=tenant.store_prompts)
         if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = (await self._catalog.model(submission.model)).value
+        current_note().model = submission.model  # a model that exists: no client text
         validate_payload(submission.payload, entry.parameters)
+        note_prompt(submission.payload.get("prompt"), keep_text=tenant.store_prompts)
         claim = None
         if idempotency_key is not None:
             _check_idempotency_key(idempotency_key)
@@ -129,7 +133,7 @@ class Jobs:
             return await self._forward(
                 principal,
                 body,
-                model=submission.model,
+                submission,
                 charge=charge,
                 decision=start.decision,
                 claim=claim,
@@ -147,14 +151,15 @@ class Jobs:
         self,
         principal: Principal,
         body: bytes,
+        submission: Submission,
         *,
-        model: str,
         charge: Charge,
         decision: Decision,
         claim: Idempotency | None,
     ) -> Submitted:
         """Send the reserved submit once; record the job (and the key's answer) or release."""
         tenant = principal.tenant
+        model = submission.model
         try:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
@@ -236,10 +241,16 @@ class Jobs:
         return await self._current(poll.job, claimed=poll.claimed), poll.read
 
     async def _current(self, job: StoredJob, *, claimed: bool) -> bytes:
-        tenant, request_id = job.tenant, job.request_id
         note = current_note()
         note.model = job.model
-        note.upstream_request_id = request_id
+        note.upstream_request_id = job.request_id
+        return await self._coalesced(job, claimed=claimed)
+
+    async def _coalesced(self, job: StoredJob, *, claimed: bool) -> bytes:
+        """The record to serve: a terminal one as stored, else this replica's refresh in
+        flight, else a new refresh if ``claimed``, else the stored one (another caller, maybe
+        on another replica, refreshed it less than ``status_ttl`` ago)."""
+        tenant, request_id = job.tenant, job.request_id
         if job_status(job.record) in TERMINAL_STATUSES:
             metrics.CACHE_LOOKUPS.labels("status", "hit").inc()
             return job.record
@@ -270,12 +281,21 @@ class Jobs:
                 return job.record
             async with gate:
                 try:
-                    return await self.refresh(job)
+                    claimed = (job.tenant, job.request_id) not in self._inflight and (
+                        await self._store.claim_refresh(
+                            job.tenant, job.request_id, ttl=self._status_ttl
+                        )
+                    )
+                    return await self._coalesced(job, claimed=claimed)
                 except GatewayError as exc:
                     _log.warning(
                         "list_refresh_failed", upstream_request_id=job.request_id, error=exc.message
                     )
-                    return job.record
+                except StoreError as exc:
+                    _log.warning(
+                        "list_refresh_failed", upstream_request_id=job.request_id, error=str(exc)
+                    )
+                return job.record
 
         records = await asyncio.gather(*(fresh(job) for job in page.jobs))
         has_more = offset + len(page.jobs) < page.total

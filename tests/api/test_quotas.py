@@ -271,6 +271,40 @@ def test_polls_of_one_job_are_coalesced_across_replicas(
     assert 1 <= calls <= windows
 
 
+def test_lists_and_polls_share_one_refresh_per_status_ttl(
+    replicas: list[ServerProcess], shared_redis: RedisServer, sim_control: SimControl
+) -> None:
+    """DESIGN §5 holds for GET /requests too: a job in flight that is listed and polled from
+    every replica still costs at most one upstream status call per status TTL."""
+    shared_redis.flush()
+    with client(replicas[0], "poller") as poller:
+        request_id = poller.post("/requests", json=body("slow [sim:stuck]")).json()["request_id"]
+    headers = {"Authorization": f"Bearer {KEYS['poller']}"}
+
+    async def lists_and_polls() -> list[httpx.Response]:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+            return await asyncio.gather(
+                *(
+                    http.get(
+                        f"{replicas[i % 3].url}{MIRROR}/requests"
+                        + ("" if i % 2 else f"/{request_id}")
+                    )
+                    for i in range(60)
+                )
+            )
+
+    before = sim_control.calls()["GET /requests/{request_id}"]
+    started = time.monotonic()
+    answers = asyncio.run(lists_and_polls())
+    windows = int((time.monotonic() - started) // 1.0) + 1
+    assert all(a.status_code == 200 for a in answers)
+    listed = [a.json()["requests"] for a in answers if "requests" in a.json()]
+    assert len(listed) == 30
+    assert all([r["request_id"] for r in page] == [request_id] for page in listed)
+    calls = sim_control.calls()["GET /requests/{request_id}"] - before
+    assert 1 <= calls <= windows
+
+
 def test_finished_job_polls_cost_no_upstream_call(
     replicas: list[ServerProcess], shared_redis: RedisServer, sim_control: SimControl
 ) -> None:
