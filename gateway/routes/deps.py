@@ -95,7 +95,10 @@ def admin_principal(request: AnyRequest) -> Admin:
     try:
         admin = config.authenticate_admin(key)
     except Unauthorized:
-        config.authenticate(key, found.now())  # raises 401 unless it is a tenant key
+        tenant = config.authenticate(key, found.now())  # raises 401 unless a tenant key
+        state = request.scope["state"]
+        state["tenant"] = tenant.tenant.id  # the trail shows who tried
+        state["key_id"] = tenant.key_id
         raise Forbidden("forbidden: admin routes need an admin key") from None
     request.scope["state"]["key_id"] = admin.id
     return admin

@@ -145,6 +145,24 @@ def test_prompts_are_kept_only_for_tenants_who_opted_in(
     assert found[0]["prompt"] == SECRET_PROMPT
 
 
+def test_rejected_submits_record_no_client_text(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    """A model that does not exist, or a payload that fails validation, is the client's text,
+    not a fact: the trail records neither the model name nor the prompt."""
+    server, _ = audited
+    with as_tenant(server, "chatty") as chatty:
+        invented = {"model": "made-up-" + "m" * 150, "payload": {"prompt": "p" * 3000}}
+        assert chatty.post(f"{MIRROR}/requests", json=invented).status_code == 404
+        too_long = {"model": MODEL, "payload": {"prompt": "p" * 3000}}
+        assert chatty.post(f"{MIRROR}/requests", json=too_long).status_code == 400
+        found = events(chatty, "/v1/audit", 2)
+    assert [e["outcome"] for e in found] == ["invalid_payload", "unknown_model"]
+    assert "model" not in found[1]
+    assert found[0]["model"] == MODEL
+    assert not any("prompt" in e or "prompt_sha256" in e for e in found)
+
+
 def test_cursor_pagination_newest_first(audited: tuple[ServerProcess, RedisServer]) -> None:
     server, _ = audited
     with as_tenant(server, "other") as other:
@@ -170,3 +188,13 @@ def test_cursor_pagination_newest_first(audited: tuple[ServerProcess, RedisServe
             {"limit": "9" * 5000},
         ):
             assert other.get("/v1/audit", params=bad).status_code == 400, bad
+
+
+def test_a_tenant_key_refused_on_an_admin_route_is_in_that_tenants_trail(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    server, _ = audited
+    with as_tenant(server, "other") as other:
+        assert other.post("/admin/reload").status_code == 403
+        found = events(other, "/v1/audit", 1)
+    assert [(e["status"], e["tenant"], e["key_id"]) for e in found] == [(403, "other", "o-k")]
