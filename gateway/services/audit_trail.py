@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import structlog
 
 from gateway.audit import AuditEvent
 from gateway.errors import StoreUnavailable
@@ -21,6 +22,8 @@ from gateway.store import Store, StoreError
 __all__ = ("AuditFilter", "AuditTrail")
 
 MAX_SCANNED = 5_000
+
+_log = structlog.get_logger("gateway.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,5 +95,6 @@ class AuditTrail:
     ) -> list[tuple[str, bytes]]:
         try:
             return await self._store.read_audit(tenant, before=before, count=count)
-        except StoreError as exc:
-            raise StoreUnavailable(f"the audit trail is unavailable: {exc}") from None
+        except StoreError as exc:  # the details are the operator's, not the tenant's
+            _log.warning("store_unavailable", error=str(exc))
+            raise StoreUnavailable("the audit trail is unavailable") from None

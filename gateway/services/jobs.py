@@ -355,9 +355,10 @@ class Jobs:
     async def _call_store(operation: Awaitable[_T]) -> _T:
         try:
             return await operation
-        except StoreError as exc:
+        except StoreError as exc:  # the details are the operator's, not the tenant's
+            _log.warning("store_unavailable", error=str(exc))
             raise StoreUnavailable(
-                f"the gateway's store is unavailable, so nothing was sent upstream: {exc}"
+                "the gateway's store is unavailable, so nothing was sent upstream"
             ) from None
 
 

@@ -211,9 +211,10 @@ class Quotas:
 async def _unavailable_on_error(operation: Awaitable[_T]) -> _T:
     try:
         return await operation
-    except StoreError as exc:
+    except StoreError as exc:  # the details are the operator's, not the tenant's
+        _log.warning("store_unavailable", error=str(exc))
         raise StoreUnavailable(
-            f"the gateway's quota store is unavailable, so nothing was sent upstream: {exc}"
+            "the gateway's quota store is unavailable, so nothing was sent upstream"
         ) from None
 
 

@@ -68,6 +68,8 @@ def test_closed_mode_answers_503_and_forwards_nothing(
             assert refused.status_code == 503
             assert refused.json()["code"] == "store_unavailable"
             assert "nothing was sent upstream" in refused.json()["error"]
+            assert str(redis_to_kill.port) not in refused.text  # the operator's detail, logged
+            assert "ConnectionError" in server.output()
             assert client.get("/requests").status_code == 503
             assert sim_control.calls()["POST /requests"] == before
             assert httpx.get(server.url + "/readyz").status_code == 503
