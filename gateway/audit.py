@@ -3,11 +3,12 @@
 Request handling fills a per-request :class:`AuditNote` (a context variable, so services can add
 the model, the upstream request id and status, the charge and the prompt's hash without knowing
 about HTTP); the request middleware turns it into an :class:`AuditEvent` when the response is
-sent. Events go into a bounded in-memory buffer that a background task drains in batches to the
-sinks: JSON lines on stdout (structlog logger ``audit``) and the store's audit streams, which
-the audit APIs query. A full buffer drops the event and counts it in
-``gmigw_audit_events_dropped_total`` (which should stay at zero); shutdown flushes the buffer.
-Keys are never part of an event: only the key *id*.
+sent. Each sink has its own bounded in-memory buffer, drained in batches by a background task:
+JSON lines on stdout (structlog logger ``audit``) and the store's audit streams, which the audit
+APIs query; a slow or unreachable store never holds back the stdout lines. A full buffer drops
+the event and counts it in ``gmigw_audit_events_dropped_total`` (which should stay at zero);
+shutdown flushes the buffers, waiting a bounded time for a store that hangs and counting what it
+could not write. Keys are never part of an event: only the key *id*.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = (
 
 AUDIT_BUFFER = 10_000
 AUDIT_BATCH = 256
+AUDIT_SHUTDOWN_SECONDS = 5.0  # for a store that hangs: a part of the 20 s granian gives workers
 
 # The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
 _log = structlog.wrap_logger(
@@ -116,44 +118,87 @@ def note_prompt(prompt: object, *, keep_text: bool) -> None:
 Sink = Callable[[Sequence[AuditEvent]], Awaitable[None]]
 
 
+class _Drain:
+    """One sink's own buffer and what it is writing, so a slow sink never holds back another."""
+
+    __slots__ = ("name", "queue", "sink", "writing")
+
+    def __init__(self, sink: Sink, capacity: int) -> None:
+        self.sink = sink
+        self.name = getattr(sink, "__qualname__", repr(sink))
+        # ``None`` is the wake-up call of close(), never an event.
+        self.queue: asyncio.Queue[AuditEvent | None] = asyncio.Queue(maxsize=capacity)
+        self.writing = 0  # events in the sink call under way: lost if it is cancelled
+
+
 class AuditLog:
-    """The bounded buffer between requests and the sinks."""
+    """A bounded buffer per sink between requests and that sink.
+
+    Each sink drains its own buffer, so a store that is slow or unreachable fills (and drops
+    from) only its own buffer while the stdout lines keep flowing.
+    """
 
     def __init__(self, sinks: Sequence[Sink], *, capacity: int = AUDIT_BUFFER) -> None:
-        self._sinks = sinks
-        self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(maxsize=capacity)
+        self._drains = tuple(_Drain(sink, capacity) for sink in sinks)
+        self._closing = False
 
     def emit(self, event: AuditEvent) -> None:
-        """Queue an event without waiting; a full buffer drops and counts it."""
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            metrics.AUDIT_EVENTS_DROPPED.inc()
-            _errors.error("audit_event_dropped", outcome=event.outcome, tenant=event.tenant)
+        """Queue an event for every sink without waiting; a full buffer drops and counts it."""
+        for drain in self._drains:
+            try:
+                drain.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                metrics.AUDIT_EVENTS_DROPPED.inc()
+                _errors.error(
+                    "audit_event_dropped",
+                    sink=drain.name,
+                    outcome=event.outcome,
+                    tenant=event.tenant,
+                )
 
     async def run(self) -> None:
-        """Until cancelled: drain the buffer into every sink, in batches."""
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < AUDIT_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._write(batch)
+        """Drain every sink's buffer into it, in batches, until closed and all written."""
+        await asyncio.gather(*(self._drain(drain) for drain in self._drains))
 
-    async def flush(self) -> None:
-        """Write everything still buffered (shutdown)."""
-        while not self._queue.empty():
-            batch: list[AuditEvent] = []
-            while len(batch) < AUDIT_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._write(batch)
+    def close(self) -> None:
+        """Ask the drains to finish: each writes what it holds, then returns (shutdown)."""
+        self._closing = True
+        for drain in self._drains:
+            # Wakes a drain waiting for events; a full buffer means its drain is not waiting.
+            with contextlib.suppress(asyncio.QueueFull):
+                drain.queue.put_nowait(None)
 
-    async def _write(self, batch: Sequence[AuditEvent]) -> None:
-        for sink in self._sinks:
+    def abandon(self) -> int:
+        """Let go of what the (stopped) drains did not write, and return how many events."""
+        lost = 0
+        for drain in self._drains:
+            lost += drain.writing
+            drain.writing = 0
+            while not drain.queue.empty():
+                if drain.queue.get_nowait() is not None:
+                    lost += 1
+        return lost
+
+    async def _drain(self, drain: _Drain) -> None:
+        queue = drain.queue
+        while not (self._closing and queue.empty()):
+            first = await queue.get()
+            batch = [] if first is None else [first]
+            while len(batch) < AUDIT_BATCH and not queue.empty():
+                event = queue.get_nowait()
+                if event is not None:
+                    batch.append(event)
+            if not batch:
+                continue
+            drain.writing = len(batch)
             try:
-                await sink(batch)
-            except Exception as exc:  # noqa: BLE001 - one failing sink must not stop the others
+                await drain.sink(batch)
+            except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the drain
                 metrics.AUDIT_EVENTS_DROPPED.inc(len(batch))
-                _errors.error("audit_sink_failed", error=str(exc), events=len(batch))
+                _errors.error(
+                    "audit_sink_failed", sink=drain.name, error=str(exc), events=len(batch)
+                )
+            drain.writing = 0
 
 
 async def log_sink(events: Sequence[AuditEvent]) -> None:
@@ -165,9 +210,20 @@ async def log_sink(events: Sequence[AuditEvent]) -> None:
         _log.info("audit", **msgspec.to_builtins(event))  # unset fields are left out
 
 
-async def stop(task: asyncio.Task[None], audit: AuditLog) -> None:
-    """Stop the drain task, then flush what is left."""
-    task.cancel()
+async def stop(
+    task: asyncio.Task[None], audit: AuditLog, *, grace: float = AUDIT_SHUTDOWN_SECONDS
+) -> None:
+    """Flush on shutdown: the drain task finishes the batches under way and writes the rest.
+
+    A sink that hangs (an unreachable store) gets ``grace`` seconds, so shutdown stays
+    bounded; what it has not written by then is counted as dropped and logged, not lost silently.
+    """
+    audit.close()
+    await asyncio.wait([task], timeout=grace)
+    task.cancel()  # a no-op when it finished
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    await audit.flush()
+    lost = audit.abandon()
+    if lost:
+        metrics.AUDIT_EVENTS_DROPPED.inc(lost)
+        _errors.error("audit_events_dropped_at_shutdown", events=lost, grace_seconds=grace)

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from datetime import UTC, datetime
+from select import PIPE_BUF
 from typing import Any, BinaryIO
 
 import msgspec
@@ -64,11 +65,14 @@ class _RedactedJSON:
 
 
 class _LineWriter:
-    """structlog's output: the lines rendered in one event-loop iteration go out in one write.
+    """structlog's output: the lines rendered in one event-loop iteration go out together.
 
     A write and flush per line cost more than rendering the line. Batching per iteration keeps
     the lines in order and holds none past the current iteration; with no running loop (the
-    CLI, start-up) and at exit, lines are written at once.
+    CLI, start-up) and at exit, lines are written at once. A batch goes out in writes of at most
+    ``PIPE_BUF`` bytes, split between lines: the workers of ``serve --workers N`` share one
+    stdout pipe, where only writes that small are atomic, so larger ones could interleave
+    mid-line under back-pressure. A line longer than that goes alone.
     """
 
     def __init__(self, out: BinaryIO) -> None:
@@ -89,10 +93,20 @@ class _LineWriter:
     debug = info = warning = error = critical = exception = msg
 
     def flush(self) -> None:
-        if self._pending:
-            lines, self._pending = self._pending, []
-            self._out.write(b"\n".join(lines) + b"\n")
-            self._out.flush()
+        lines, self._pending = self._pending, []
+        start = size = 0
+        for end, line in enumerate(lines):
+            if end > start and size + len(line) + 1 > PIPE_BUF:  # the line and its newline
+                self._write(lines[start:end])
+                start, size = end, 0
+            size += len(line) + 1
+        if lines:
+            self._write(lines[start:])
+
+    def _write(self, lines: list[bytes]) -> None:
+        # Flushed each time: the buffered stream must not merge chunks into one larger write.
+        self._out.write(b"\n".join(lines) + b"\n")
+        self._out.flush()
 
 
 def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import io
 import ipaddress
 import json
+import select
 import subprocess
 import sys
 from typing import Any
@@ -134,3 +135,40 @@ def test_lines_of_one_loop_iteration_go_out_in_one_write_in_order() -> None:
         b"line 2",
         b"at exit",
     ]
+
+
+class RecordingPipe(io.RawIOBase):
+    """The file descriptor under a buffered stdout: what each write system call would carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_batches_reach_the_pipe_in_atomic_writes_of_whole_lines() -> None:
+    """Workers share one stdout pipe: a write over PIPE_BUF could interleave with another's."""
+    pipe = RecordingPipe()
+    writer = _LineWriter(io.BufferedWriter(pipe))  # buffered, as sys.stdout.buffer is
+    lines = [b"%03d " % n + b"x" * (n * 37 % 500) for n in range(60)]
+    lines.insert(30, b"long " + b"y" * select.PIPE_BUF)  # a line that cannot fit alone
+
+    async def one_iteration() -> None:
+        for line in lines:
+            writer.info(line)
+        await asyncio.sleep(0)  # the end of the iteration flushes
+
+    asyncio.run(one_iteration())
+    assert b"".join(pipe.writes) == b"".join(line + b"\n" for line in lines)  # whole, in order
+    for write in pipe.writes:
+        assert write.endswith(b"\n")
+        assert len(write) <= select.PIPE_BUF or write.count(b"\n") == 1
+    for write, following in zip(pipe.writes, pipe.writes[1:], strict=False):
+        # Still batched: no write could have taken the next line too.
+        assert len(write) + following.index(b"\n") + 1 > select.PIPE_BUF

@@ -1,0 +1,94 @@
+"""The audit buffer (DESIGN §6): stdout lines always, never a silent drop, flushed on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
+from gateway.audit import AuditEvent, AuditLog, stop
+
+
+def event(n: int) -> AuditEvent:
+    return AuditEvent(time="t", kind="request", outcome="ok", request_id=str(n))
+
+
+def dropped() -> float:
+    return REGISTRY.get_sample_value("gmigw_audit_events_dropped_total") or 0.0
+
+
+class Sink:
+    """Records what it is given; while ``held`` (the default) each call waits for ``release``."""
+
+    def __init__(self, *, held: bool = True) -> None:
+        self.written: list[AuditEvent] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.progress = asyncio.Event()
+        if not held:
+            self.release.set()
+
+    async def __call__(self, events: Sequence[AuditEvent]) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.written += events
+        self.progress.set()
+
+    async def reaches(self, count: int) -> None:
+        while len(self.written) < count:
+            self.progress.clear()
+            await asyncio.wait_for(self.progress.wait(), 10)  # a safety net, not a measure
+
+
+async def test_shutdown_waits_for_the_batch_being_stored_then_flushes_the_rest() -> None:
+    store = Sink()
+    audit = AuditLog([store])
+    task = asyncio.create_task(audit.run())
+    for n in range(10):
+        audit.emit(event(n))
+    await store.entered.wait()  # the drain is inside the store call with all ten
+    for n in range(10, 15):
+        audit.emit(event(n))
+    before = dropped()
+    asyncio.get_running_loop().call_soon(store.release.set)  # the store answers during stop()
+    await stop(task, audit)
+    assert [e.request_id for e in store.written] == [str(n) for n in range(15)]
+    assert dropped() == before
+    assert task.done()
+
+
+async def test_a_store_that_hangs_at_shutdown_loses_events_counted_and_logged() -> None:
+    store = Sink()  # never released: a partitioned store
+    audit = AuditLog([store])
+    task = asyncio.create_task(audit.run())
+    for n in range(10):
+        audit.emit(event(n))
+    await store.entered.wait()
+    for n in range(10, 15):
+        audit.emit(event(n))
+    before = dropped()
+    with capture_logs() as logs:
+        await stop(task, audit, grace=0)
+    assert task.done()
+    assert dropped() - before == 15  # the batch under way and the five behind it
+    assert [(e["event"], e["events"]) for e in logs] == [("audit_events_dropped_at_shutdown", 15)]
+
+
+async def test_a_slow_store_neither_holds_back_nor_drops_the_stdout_lines() -> None:
+    lines, store = Sink(held=False), Sink()
+    audit = AuditLog([lines, store], capacity=100)
+    task = asyncio.create_task(audit.run())
+    before = dropped()
+    with capture_logs():  # the store's drops are logged, one line each
+        for start in range(0, 1000, 100):
+            for n in range(start, start + 100):
+                audit.emit(event(n))
+            await lines.reaches(start + 100)
+    assert [e.request_id for e in lines.written] == [str(n) for n in range(1000)]
+    # The store is stuck on its first 100 with 100 more buffered: only its own 800 are lost.
+    assert dropped() - before == 800
+    store.release.set()
+    await stop(task, audit)
+    assert [e.request_id for e in store.written] == [str(n) for n in range(200)]
