@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import multiprocessing
 import os
 import sys
@@ -39,21 +40,21 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway (production; env configures it)")
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod listens on all interfaces
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT)
+    serve.add_argument("--workers", type=_at_least_one, default=1)
     serve.set_defaults(run=_serve)
 
     demo = commands.add_parser("demo", help="gateway + built-in simulator, no Redis, no GMI key")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=DEFAULT_PORT)
-    demo.add_argument("--time-scale", type=float, default=0.05, help="simulated job speed")
+    demo.add_argument("--port", type=_port, default=DEFAULT_PORT)
+    demo.add_argument("--time-scale", type=_positive, default=0.05, help="simulated job speed")
     demo.set_defaults(run=_in_process("demo"))
 
     sim = commands.add_parser("sim", help="the upstream simulator alone")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=DEFAULT_SIM_PORT)
+    sim.add_argument("--port", type=_port, default=DEFAULT_SIM_PORT)
     sim.add_argument("--api-key", default=None, help="key clients must send (default: random)")
-    sim.add_argument("--time-scale", type=float, default=1.0)
+    sim.add_argument("--time-scale", type=_positive, default=1.0)
     sim.add_argument(
         "--outcome-shape", choices=("media_urls", "legacy", "both"), default="media_urls"
     )
@@ -73,6 +74,27 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("--check", action="store_true", help="fail if the file is out of date")
     openapi.set_defaults(run=_in_process("openapi"))
     return parser
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {port}")
+    return port
+
+
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _positive(text: str) -> float:
+    number = float(text)
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return number
 
 
 def _in_process(name: str) -> Callable[[argparse.Namespace], int]:

@@ -83,3 +83,21 @@ def test_the_cli_module_leaves_the_app_and_simulator_unloaded() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.strip()
     assert loaded == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "99999"], "a port is 1 to 65535"),
+        (["serve", "--workers", "0"], "must be at least 1"),
+        (["demo", "--time-scale", "0"], "must be a positive number"),
+        (["sim", "--time-scale", "nan"], "must be a positive number"),
+    ],
+)
+def test_out_of_range_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
