@@ -134,7 +134,21 @@ def test_pods_are_locked_down() -> None:
     assert all("subPath" not in m for m in main["volumeMounts"])  # secret updates reach the pod
     grace = pod["terminationGracePeriodSeconds"]
     sleep = int(main["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert grace >= sleep + 20  # preStop, then the gateway's 20 s drain
+    assert grace >= sleep + 25  # preStop, then the gateway's 20 s drain, and 5 s to spare
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"replicaCount": 2}, "more than one replica needs redis"),
+        ({"autoscaling": {"enabled": True}}, "more than one replica needs redis"),
+        ({"preStopSleepSeconds": 25}, "terminationGracePeriodSeconds must be at least"),
+    ],
+)
+def test_settings_that_would_misbehave_are_refused(values: dict[str, Any], reason: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=reason):
+        render({**REQUIRED, **values})
+    render({**REQUIRED, **values, "redis": {"url": "redis://r:6379/0"}, "preStopSleepSeconds": 5})
 
 
 def test_selectors_are_stable_across_versions() -> None:

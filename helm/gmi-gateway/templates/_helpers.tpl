@@ -49,3 +49,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "gmi-gateway.uid" -}}10001{{- end }}
 {{- define "gmi-gateway.tenantsDir" -}}/etc/gmi-gateway/tenants{{- end }}
 {{- define "gmi-gateway.metricsDir" -}}/var/run/gmi-gateway/metrics{{- end }}
+
+{{/* Settings that would deploy but misbehave: refused at install time, with the reason. */}}
+{{- define "gmi-gateway.validate" -}}
+{{- $replicas := ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled }}
+{{- if and (or (gt (int $replicas) 1) .Values.autoscaling.enabled) (not (or .Values.redis.url .Values.redis.existingSecret)) }}
+{{- fail "more than one replica needs redis.url or redis.existingSecret: without Redis each pod keeps its own jobs and quotas, so polls fail on the other pods and every limit multiplies" }}
+{{- end }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.preStopSleepSeconds) 25) }}
+{{- fail "terminationGracePeriodSeconds must be at least preStopSleepSeconds + 25: after the preStop sleep the gateway takes up to 20 s to drain requests and flush its audit trail" }}
+{{- end }}
+{{- end }}
