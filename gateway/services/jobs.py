@@ -338,7 +338,11 @@ class Jobs:
             _log.warning("job_expired", tenant=tenant, upstream_request_id=request_id)
 
     async def _finish(self, tenant: str, claim: Idempotency, exc: GatewayError) -> None:
-        body = msgspec.json.encode({"error": exc.message, "code": exc.code})
+        """Keep the error as the key's answer, with the id of the request that got it."""
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        body = msgspec.json.encode(
+            {"error": exc.message, "code": exc.code, "request_id": request_id}
+        )
         await self._call_store(
             self._store.finish_idempotent(
                 tenant, claim.key, claim.fingerprint, exc.status, body, ttl=IDEMPOTENCY_TTL

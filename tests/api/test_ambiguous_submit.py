@@ -24,13 +24,16 @@ def test_timed_out_submit_is_504_and_never_retried(
             studio.get("/models/Kling-Text2Video-V2-Master").raise_for_status()  # warm the schema
             sim_control.fault("POST /requests", latency_ms=1500, rate=1.0)
             before = sim_control.calls()["POST /requests"]
-            response = studio.post(
-                "/requests",
-                json={"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "slow"}},
-            )
+            body = {"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "slow"}}
+            key = {"Idempotency-Key": "slow-1"}
+            response = studio.post("/requests", json=body, headers=key)
             assert response.status_code == 504
             assert response.json()["code"] == "upstream_timeout"
             assert "do not resubmit" in response.json()["error"]
+            assert response.json()["request_id"] == response.headers["x-request-id"]
+            replay = studio.post("/requests", json=body, headers=key)
+            assert replay.headers["idempotent-replayed"] == "true"
+            assert replay.json() == response.json()  # the stored answer, its request id too
             assert sim_control.calls()["POST /requests"] == before + 1
     finally:
         gateway.stop()
