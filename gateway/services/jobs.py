@@ -174,7 +174,9 @@ class Jobs:
             )
             raise UpstreamTimeout(
                 "the upstream did not answer the submit in time; the job may exist and be "
-                "billed: do not resubmit blindly, list your requests to check"
+                "billed, but its id never reached the gateway: do not resubmit blindly (a retry "
+                "with the same Idempotency-Key returns this answer); the gateway operator can "
+                "trace it by this request_id"
             ) from None
         except UpstreamError as exc:
             await self._release(tenant.id, charge)
