@@ -2,8 +2,11 @@
 
 One replica at a time does it (a lease in the store, renewed every pass and taken over when its
 holder dies). Each pass reads at most ``read_budget`` job statuses from the upstream, oldest
-check first; a job past its deadline without ending is settled as expired (refunded) without
-asking the upstream at all.
+check first, and settles the jobs that ended with their real status. Only a job the upstream
+still reports running past its deadline is settled as expired (refunded): a job that succeeded
+unobserved is charged, however late the reconciler gets to it. A job whose status cannot be read
+is expired only ``unreadable_grace`` after its deadline, so an upstream outage does not turn
+finished jobs into free ones.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from collections.abc import Callable
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.services.jobs import Jobs
+from gateway.services.jobs import TERMINAL_STATUSES, Jobs, job_status
 from gateway.store import Store, StoreError
 
 __all__ = ("LEASE_NAME", "Reconciler")
 
 LEASE_NAME = "reconciler"
+UNREADABLE_GRACE = 86400.0  # within the budget counters' margin, so the refund still counts
 
 _log = structlog.get_logger("gateway.reconciler")
 
@@ -39,6 +43,7 @@ class Reconciler:
         stale_after: float = 30.0,
         read_budget: int = 20,
         status_ttl: float = 1.0,
+        unreadable_grace: float = UNREADABLE_GRACE,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -49,6 +54,7 @@ class Reconciler:
         self._stale_after = stale_after
         self._read_budget = read_budget
         self._status_ttl = status_ttl
+        self._unreadable_grace = unreadable_grace
 
     async def run(self) -> None:
         """Until cancelled: every ``interval``, if this replica holds the lease, do one pass."""
@@ -69,19 +75,25 @@ class Reconciler:
             checked_before=now - self._stale_after, limit=self._read_budget
         )
         for tenant, request_id, created_at in due:
-            if now - created_at >= self._deadline:
-                await self._jobs.expire(tenant, request_id)
-                continue
-            job = await self._store.get_job(tenant, request_id)
-            if job is None or not await self._store.claim_refresh(
-                tenant, request_id, ttl=self._status_ttl
-            ):
-                continue  # gone, or polled this very moment: its status is fresh anyway
-            try:
-                await self._jobs.refresh(job)
-            except GatewayError as exc:
-                _log.warning(
-                    "reconcile_read_failed", upstream_request_id=request_id, error=exc.message
-                )
-                await self._store.mark_checked(tenant, request_id)
+            await self._reconcile(tenant, request_id, age=now - created_at)
         return len(due)
+
+    async def _reconcile(self, tenant: str, request_id: str, *, age: float) -> None:
+        """Read the job's status (``refresh`` settles a job that ended), then expire it if it
+        is still running past its deadline, or unreadable past the deadline and the grace."""
+        job = await self._store.get_job(tenant, request_id)
+        if job is None or not await self._store.claim_refresh(
+            tenant, request_id, ttl=self._status_ttl
+        ):
+            return  # gone, or polled this very moment: that poll settles or marks it
+        try:
+            record = await self._jobs.refresh(job)
+        except GatewayError as exc:
+            _log.warning("reconcile_read_failed", upstream_request_id=request_id, error=exc.message)
+            if age >= self._deadline + self._unreadable_grace:
+                await self._jobs.expire(tenant, request_id)
+            else:
+                await self._store.mark_checked(tenant, request_id)
+            return
+        if age >= self._deadline and job_status(record) not in TERMINAL_STATUSES:
+            await self._jobs.expire(tenant, request_id)

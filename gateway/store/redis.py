@@ -317,12 +317,35 @@ class RedisStore(Store):
             return None
         keys = [job_key, *self._charge_keys(tenant, day.decode(), month.decode())]
         args: list[Arg] = [1 if refund else 0, self._clock(), self._retention]
-        reply = await self._call(self._settle(keys=keys, args=args))
+        reply = await self._call(self._settle_unlisted(keys, args, _member(tenant, request_id)))
         if not reply:
             return None
-        await self._call(self._redis.zrem(self._to_check, _member(tenant, request_id)))
         cost, refunded = reply
         return Settlement(int(cost), int(refunded))
+
+    async def _settle_unlisted(self, keys: list[str], args: list[Arg], member: str) -> Any:
+        """Run ``settle.lua`` and drop ``member`` from the reconcile set in one round trip (that
+        set spans tenants, so no script may touch it; Redis Cluster). The ZREM runs whatever
+        the script answers, so settling an already settled job also unlists it. Returns the
+        script's reply even when the ZREM failed: the settlement happened and must be reported;
+        the member left behind is dropped by ``jobs_to_reconcile``."""
+
+        async def run() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            _ = pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            _ = pipe.zrem(self._to_check, member)
+            reply, removed = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(removed, Exception):
+                metrics.STORE_ERRORS.labels(type(removed).__name__).inc()
+            return reply
+
+        try:
+            return await run()
+        except NoScriptError:  # a restarted or flushed Redis: load the script, run it once more
+            await self._redis.script_load(self._settle.script)
+            return await run()
 
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
         reply = await self._reads.call((tenant, reads_per_minute, 0.0), None)
@@ -355,20 +378,43 @@ class RedisStore(Store):
     async def jobs_to_reconcile(
         self, *, checked_before: float, limit: int
     ) -> list[tuple[str, str, float]]:
-        members: list[Any] = await self._call(
-            self._redis.zrangebyscore(
-                self._to_check, "-inf", f"({checked_before!r}", start=0, num=limit
-            )
-        )
         found: list[tuple[str, str, float]] = []
-        for member in members:
-            tenant, request_id = member.decode().split("\n", 1)
-            job = await self.get_job(tenant, request_id)
-            if job is None:
-                await self._call(self._redis.zrem(self._to_check, member))
-                continue
-            found.append((tenant, request_id, job.created_at))
+        while len(found) < limit:
+            # Members kept so far stay at the front of the range; dropped ones leave it.
+            members: list[Any] = await self._call(
+                self._redis.zrangebyscore(
+                    self._to_check,
+                    "-inf",
+                    f"({checked_before!r}",
+                    start=len(found),
+                    num=limit - len(found),
+                )
+            )
+            if not members:
+                break
+            jobs = await self._listed_jobs(members)
+            found += [job for job in jobs if job is not None]
+            dropped = [member for member, job in zip(members, jobs, strict=True) if job is None]
+            if not dropped:
+                break
+            await self._call(self._redis.zrem(self._to_check, *dropped))
         return found
+
+    async def _listed_jobs(self, members: list[bytes]) -> list[tuple[str, str, float] | None]:
+        """Each reconcile-set member's ``(tenant, request_id, created_at)`` in one round trip,
+        or ``None`` for a job that is gone or settled: its member only outlived a cleanup
+        that failed (see ``_settle_unlisted``) and would cost the reconciler a read per pass."""
+        ids = [member.decode().split("\n", 1) for member in members]
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, request_id in ids:
+            _ = pipe.hmget(self._key(tenant, "job", request_id), "created_at", "settled")
+        rows: list[Any] = await self._call(pipe.execute())
+        cutoff = self._clock() - self._retention  # the scripts' expression, exactly
+        listed: list[tuple[str, str, float] | None] = []
+        for (tenant, request_id), (created, settled) in zip(ids, rows, strict=True):
+            live = created is not None and float(created) > cutoff and settled == b"0"
+            listed.append((tenant, request_id, float(created)) if live else None)
+        return listed
 
     async def mark_checked(self, tenant: str, request_id: str) -> None:
         member = _member(tenant, request_id)

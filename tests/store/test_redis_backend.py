@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from redis.asyncio.connection import AbstractConnection
 
 from gateway.store import StoreError
-from gateway.store.base import Charge, Decision, Idempotency, SubmitLimits
+from gateway.store.base import Charge, Decision, Idempotency, Settlement, SubmitLimits
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
 from tests.support.redis_server import RedisServer, find_redis_server
@@ -209,3 +210,80 @@ async def test_concurrent_reads_of_a_tenant_share_round_trips(
     decisions = [a if isinstance(a, Decision) else a.read for a in answers]
     assert sum(d is not None and d.allowed for d in decisions) == 30
     assert calls <= 5, f"{calls} script calls for 50 concurrent reads"
+
+
+RECONCILE = "gmigw:reconcile"
+
+
+async def charged_job(store: RedisStore, clock: FakeClock, request_id: str) -> Charge:
+    charge = Charge(
+        f"tok-{request_id}", 5, "2026-11-23", "2026-11", clock.now + 10, clock.now + 100
+    )
+    start = await store.begin_submit("a", charge, SubmitLimits(), hold_until=clock.now + 60)
+    assert start.decision is not None
+    assert start.decision.allowed
+    await store.add_job("a", request_id, "m", b"{}", charge=charge, deadline=clock.now + 60)
+    return charge
+
+
+async def test_a_settled_job_left_in_the_reconcile_set_is_dropped_not_listed(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
+) -> None:
+    """What a lost cleanup leaves behind: a settled job's member, sorted first. Listing it would
+    cost the reconciler an upstream read per pass (all of them, with a budget of one)."""
+    await charged_job(store, clock, "r1")
+    await charged_job(store, clock, "r2")
+    assert await store.settle("a", "r1", refund=False) is not None
+    with redis.Redis.from_url(own_server.url) as client:
+        client.zadd(RECONCILE, {"a\nr1": 0})
+        clock.advance(1)
+        due = await store.jobs_to_reconcile(checked_before=clock.now, limit=1)
+        assert [r for _, r, _ in due] == ["r2"]
+        assert client.zscore(RECONCILE, "a\nr1") is None
+
+
+async def test_settling_a_settled_job_again_unlists_it(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
+) -> None:
+    """Every settle attempt cleans the reconcile set, even one with nothing left to settle
+    (and after Redis lost its scripts)."""
+    await charged_job(store, clock, "r1")
+    assert await store.settle("a", "r1", refund=False) is not None
+    with redis.Redis.from_url(own_server.url) as client:
+        client.zadd(RECONCILE, {"a\nr1": 0})
+        client.script_flush()
+        assert await store.settle("a", "r1", refund=True) is None
+        assert client.zscore(RECONCILE, "a\nr1") is None
+
+
+async def test_a_settlement_is_reported_even_when_its_cleanup_fails(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
+) -> None:
+    """The job is settled once the script ran: a failed reconcile-set cleanup must not hide
+    that from the caller, who audits and counts the settlement."""
+    charge = await charged_job(store, clock, "r1")
+    with redis.Redis.from_url(own_server.url) as client:
+        client.delete(RECONCILE)
+        client.set(RECONCILE, "not a sorted set")  # every ZREM on it now fails
+    errors = REGISTRY.get_sample_value("gmigw_store_errors_total", {"kind": "ResponseError"}) or 0
+    assert await store.settle("a", "r1", refund=True) == Settlement(5, 5)
+    assert REGISTRY.get_sample_value(
+        "gmigw_store_errors_total", {"kind": "ResponseError"}
+    ) == pytest.approx(errors + 1)
+    assert await store.settle("a", "r1", refund=True) is None
+    limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=5)
+    states, in_use = await store.usage("a", limits, None, charge)
+    assert in_use == 0
+    assert {s.name: s.remaining for s in states}["video_seconds_per_day"] == 5
+
+
+async def test_a_settlement_costs_two_round_trips(
+    store: RedisStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The charge's periods, then the script and the reconcile-set cleanup together."""
+    await charged_job(store, clock, "r0")
+    await charged_job(store, clock, "r1")
+    assert await store.settle("a", "r0", refund=True) is not None  # loads the script
+    sent = count_round_trips(monkeypatch)
+    assert await store.settle("a", "r1", refund=True) is not None
+    assert sent() == 2

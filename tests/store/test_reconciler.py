@@ -1,0 +1,186 @@
+"""The reconciler against the simulator, on both stores: it settles what it reads, with the
+status the upstream reports, and expires only jobs still running past their deadline (or
+unreadable well past it)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from gateway.services.catalog import Catalog
+from gateway.services.jobs import Jobs
+from gateway.services.quota import Quotas
+from gateway.services.reconciler import Reconciler
+from gateway.services.tenants import Limits, Principal, Tenant
+from gateway.sim import SimConfig, create_sim_app
+from gateway.store import Store
+from gateway.upstream import UpstreamClient
+from tests.store.conftest import FakeClock, redis_store
+from tests.support.redis_server import RedisServer
+
+SIM_KEY = "sim-test-key"
+PREFIX = "/api/v1/ie/requestqueue/apikey"
+MODEL = "Kling-Text2Video-V2-Master"
+COST = 5
+DEADLINE = 3600.0
+GRACE = 86400.0
+GET_REQUEST = "GET /requests/{request_id}"
+STATUSES = ("success", "failed", "cancelled", "expired")
+
+
+@pytest.fixture
+def retention() -> float:
+    return 30 * 86400.0  # longer than the deadline and the grace, as in production
+
+
+@dataclass
+class World:
+    """The gateway's job services over a store, and the simulated upstream behind them."""
+
+    store: Store
+    principal: Principal
+    jobs: Jobs
+    quotas: Quotas
+    sim: httpx.AsyncClient
+
+    @property
+    def tenant(self) -> str:
+        return self.principal.tenant.id
+
+    def reconciler(self, clock: FakeClock, *, read_budget: int = 20) -> Reconciler:
+        return Reconciler(
+            self.store,
+            self.jobs,
+            holder="test",
+            clock=clock,
+            deadline_seconds=DEADLINE,
+            read_budget=read_budget,
+            unreadable_grace=GRACE,
+        )
+
+    async def submit(self, prompt: str) -> str:
+        body = {"model": MODEL, "payload": {"prompt": prompt, "duration": str(COST)}}
+        submitted = await self.jobs.submit(self.principal, msgspec.json.encode(body))
+        request_id: str = msgspec.json.decode(submitted.body)["request_id"]
+        return request_id
+
+    async def reads(self) -> int:
+        """Status reads the upstream has served so far."""
+        calls: dict[str, int] = (await self.sim.get("/_sim/stats")).json()["calls"]
+        return calls[GET_REQUEST]
+
+    async def month_used(self) -> int:
+        usage = await self.quotas.usage(self.principal.tenant)
+        used: int = usage["limits"]["video_seconds_per_month"]["used"]
+        return used
+
+    def finished(self) -> dict[str, float]:
+        """Settlements by final status, as the settlement path counts them."""
+        found = {}
+        for status in STATUSES:
+            labels = {"tenant": self.tenant, "status": status}
+            value = REGISTRY.get_sample_value("gmigw_jobs_finished_total", labels)
+            if value:
+                found[status] = value
+        return found
+
+
+@asynccontextmanager
+async def world_on(store: Store, clock: FakeClock) -> AsyncIterator[World]:
+    sim_app = create_sim_app(SimConfig(api_key=SIM_KEY, seed=7), clock=clock)
+    transport = httpx.ASGITransport(sim_app)
+    upstream = UpstreamClient(
+        base_url="http://sim" + PREFIX, api_key=SIM_KEY, transport=transport, get_attempts=1
+    )
+    sim = httpx.AsyncClient(
+        transport=transport, base_url="http://sim", headers={"Authorization": f"Bearer {SIM_KEY}"}
+    )
+    catalog = Catalog(upstream, store, ttl=3600, clock=clock, holder="test")
+    quotas = Quotas(store, clock=clock, ambiguous_hold_seconds=900, job_deadline_seconds=DEADLINE)
+    tenant = Tenant(  # a fresh id: fresh metric labels
+        f"t-{uuid.uuid4().hex[:12]}", (), None, Limits(video_seconds_per_month=1000)
+    )
+    jobs = Jobs(store, upstream, catalog, quotas)
+    try:
+        yield World(store, Principal(tenant, "k1"), jobs, quotas, sim)
+    finally:
+        await sim.aclose()
+        await upstream.aclose()
+
+
+@pytest.fixture
+async def world(store: Store, clock: FakeClock) -> AsyncIterator[World]:
+    async with world_on(store, clock) as built:
+        yield built
+
+
+@pytest.mark.parametrize(
+    ("prompt", "status", "used"),
+    [
+        ("a fox in the snow", "success", COST),  # billed upstream: stays charged
+        ("a fox in the snow [sim:fail]", "failed", 0),
+        ("a fox in the snow [sim:stuck]", "expired", 0),  # still queued: the only expiry
+    ],
+)
+async def test_a_job_past_its_deadline_is_read_and_settled_with_its_real_status(
+    world: World, clock: FakeClock, prompt: str, status: str, used: int
+) -> None:
+    """Nobody polled the job before its deadline: the reconciler asks the upstream first."""
+    request_id = await world.submit(prompt)
+    clock.advance(DEADLINE + 1)  # the simulated job ended long ago, unless it is stuck
+    reads = await world.reads()
+    assert await world.reconciler(clock).reconcile_once() == 1
+    assert await world.reads() == reads + 1
+    assert world.finished() == {status: 1}
+    assert await world.month_used() == used
+    assert await world.store.settle(world.tenant, request_id, refund=True) is None
+
+
+async def test_an_unreadable_job_is_expired_only_after_the_grace(
+    world: World, clock: FakeClock
+) -> None:
+    """A job the upstream cannot report on may have succeeded: it keeps its charge past the
+    deadline while the reconciler keeps trying, and is expired only after ``GRACE`` more."""
+    await world.submit("a fox in the snow")
+    fault = {"route": GET_REQUEST, "status": 503}
+    assert (await world.sim.post("/_sim/faults", json=fault)).status_code == 200
+    reconciler = world.reconciler(clock)
+    clock.advance(DEADLINE + 1)
+    assert await reconciler.reconcile_once() == 1
+    assert world.finished() == {}
+    assert await world.month_used() == COST
+    clock.advance(GRACE)
+    assert await reconciler.reconcile_once() == 1
+    assert world.finished() == {"expired": 1}
+    assert await world.month_used() == 0
+
+
+@pytest.mark.redis
+async def test_a_settled_job_left_listed_does_not_starve_the_read_budget(
+    redis_server: RedisServer, clock: FakeClock, retention: float
+) -> None:
+    """A settlement whose reconcile-set cleanup was lost leaves a member that sorts first;
+    with a read budget of one, the reconciler must still get to the job that needs it."""
+    store = redis_store(redis_server, clock, retention)
+    async with world_on(store, clock) as world:
+        orphan = await world.submit("a fox in the snow [sim:fail]")
+        waiting = await world.submit("a fox in the snow [sim:fail]")
+        clock.advance(600)  # both failed upstream; nobody polled
+        assert await world.quotas.settle(world.tenant, orphan, "failed") is not None
+        with redis.Redis.from_url(redis_server.url) as client:
+            client.zadd("gmigw:reconcile", {f"{world.tenant}\n{orphan}": 0})
+        reads = await world.reads()
+        assert await world.reconciler(clock, read_budget=1).reconcile_once() == 1
+        assert await world.reads() == reads + 1
+        assert world.finished() == {"failed": 2}
+        assert await world.month_used() == 0
+        assert await store.settle(world.tenant, waiting, refund=True) is None
+    await store.aclose()
