@@ -4,7 +4,9 @@
 503 before anything goes upstream. ``open``: requests are served under a per-replica local cap
 (the tenant's own limits, enforced by an in-process store on this replica only), each such
 request is counted and logged as ``unchecked_request``, and jobs submitted meanwhile are written
-back to the shared store when it returns. What cannot be answered safely from one replica's
+back to the shared store when it returns. A charge is released and settled where it was
+reserved: one reserved locally stays local; one reserved in Redis before it failed goes back
+there with its job. What cannot be answered safely from one replica's
 memory still fails closed: a job this replica never saw (ownership cannot be proven, and a
 wrong answer would leak another tenant's job), the job list, usage, and the reconciler's lease.
 """
@@ -37,10 +39,15 @@ _log = structlog.get_logger("gateway.store")
 
 @dataclass(frozen=True, slots=True)
 class _PendingJob:
+    """A job recorded locally, to copy to the shared store; with the charge when that charge
+    was reserved there (only its job record failed), so it can be settled there."""
+
     tenant: str
     request_id: str
     model: str
     record: bytes
+    charge: Charge | None = None
+    deadline: float | None = None
 
 
 class StoreFailover(Store):
@@ -50,6 +57,9 @@ class StoreFailover(Store):
         self._shared = shared
         self._local = local
         self._pending: list[_PendingJob] = []
+        # Reservations made on the local store (during an outage), until their job is recorded
+        # or they are released: those must be recorded and released locally, where they are.
+        self._local_tokens: set[str] = set()
 
     def _fallback(self, operation: str, exc: StoreError) -> Store:
         if self._local is None:
@@ -80,11 +90,15 @@ class StoreFailover(Store):
                 idempotency=idempotency,
             )
 
+        if charge is not None and charge.token in self._local_tokens and self._local:
+            self._local_tokens.discard(charge.token)  # its job and charge stay local
+            self._pending.append(_PendingJob(tenant, request_id, model, record))
+            return await add(self._local)
         try:
             return await add(self._shared)
         except StoreError as exc:
             local = self._fallback("add_job", exc)
-        self._pending.append(_PendingJob(tenant, request_id, model, record))
+        self._pending.append(_PendingJob(tenant, request_id, model, record, charge, deadline))
         return await add(local)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -146,11 +160,17 @@ class StoreFailover(Store):
                 tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
         except StoreError as exc:
-            return await self._fallback("begin_submit", exc).begin_submit(
+            start = await self._fallback("begin_submit", exc).begin_submit(
                 tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
+        if start.decision is not None and start.decision.allowed:
+            self._local_tokens.add(charge.token)
+        return start
 
     async def release(self, tenant: str, charge: Charge) -> bool:
+        if charge.token in self._local_tokens and self._local:
+            self._local_tokens.discard(charge.token)
+            return await self._local.release(tenant, charge)
         try:
             return await self._shared.release(tenant, charge)
         except StoreError as exc:
@@ -158,9 +178,12 @@ class StoreFailover(Store):
 
     async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
         try:
-            return await self._shared.settle(tenant, request_id, refund=refund)
+            settled = await self._shared.settle(tenant, request_id, refund=refund)
         except StoreError as exc:
             return await self._fallback("settle", exc).settle(tenant, request_id, refund=refund)
+        if settled is None and self._local is not None:  # a charge made locally in an outage
+            return await self._local.settle(tenant, request_id, refund=refund)
+        return settled
 
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
         try:
@@ -230,11 +253,22 @@ class StoreFailover(Store):
         """Until cancelled: copy jobs recorded locally during an outage into the shared store."""
         while True:
             await asyncio.sleep(interval)
-            while self._pending:
-                job = self._pending[0]
-                try:  # ownership only: the charge was never on the shared counters
-                    await self._shared.add_job(job.tenant, job.request_id, job.model, job.record)
-                except StoreError:
-                    break
-                self._pending.pop(0)
-                _log.info("job_written_back", tenant=job.tenant, upstream_request_id=job.request_id)
+            await self.write_back_once()
+
+    async def write_back_once(self) -> None:
+        """Copy what is pending, in order, until done or the shared store fails again."""
+        while self._pending:
+            job = self._pending[0]
+            try:  # with its charge only if that charge is on the shared counters
+                await self._shared.add_job(
+                    job.tenant,
+                    job.request_id,
+                    job.model,
+                    job.record,
+                    charge=job.charge,
+                    deadline=job.deadline,
+                )
+            except StoreError:
+                return
+            self._pending.pop(0)
+            _log.info("job_written_back", tenant=job.tenant, upstream_request_id=job.request_id)

@@ -1,0 +1,108 @@
+"""Open failure mode: a charge is released and settled in the store that holds it.
+
+A real redis-server, killed and restarted mid-test, is the shared store; a memory store is the
+replica's local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+
+from gateway.services.failover import StoreFailover
+from gateway.store.base import Charge, SubmitLimits
+from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
+from tests.store.conftest import FakeClock
+from tests.store.test_quota_contract import charge
+from tests.support.redis_server import RedisServer, find_redis_server
+
+pytestmark = pytest.mark.redis
+
+LIMITS = SubmitLimits(max_concurrent_jobs=5, video_seconds_per_day=100)
+
+
+@pytest.fixture
+def fragile_redis() -> Iterator[RedisServer]:
+    with RedisServer(find_redis_server()) as server:
+        yield server
+
+
+@pytest.fixture
+async def stores(
+    fragile_redis: RedisServer, clock: FakeClock
+) -> AsyncIterator[tuple[StoreFailover, RedisStore, MemoryStore]]:
+    shared = RedisStore.from_url(fragile_redis.url, clock=clock, job_retention_seconds=1000)
+    local = MemoryStore(clock=clock, job_retention_seconds=1000)
+    yield StoreFailover(shared, local), shared, local
+    await shared.aclose()
+
+
+async def day_used(store: RedisStore | MemoryStore, cost: Charge) -> tuple[int, int]:
+    """Video seconds used today, and slots in use."""
+    states, in_flight = await store.usage("t", LIMITS, None, cost)
+    remaining = next(s.remaining for s in states if s.name == "video_seconds_per_day")
+    return 100 - remaining, in_flight
+
+
+async def test_a_local_reservation_is_released_locally_after_redis_returns(
+    stores: tuple[StoreFailover, RedisStore, MemoryStore],
+    fragile_redis: RedisServer,
+    clock: FakeClock,
+) -> None:
+    failover, shared, local = stores
+    cost = charge(clock, "outage-1", cost=10)
+    fragile_redis.stop()
+    start = await failover.begin_submit("t", cost, LIMITS, hold_until=clock.now + 60)
+    assert start.decision is not None
+    assert start.decision.allowed
+    fragile_redis.start()  # back before the upstream rejected the submit
+    assert await failover.release("t", cost)
+    assert await day_used(local, cost) == (0, 0)
+    assert await day_used(shared, cost) == (0, 0)
+
+
+async def test_a_local_reservation_is_recorded_and_settled_locally(
+    stores: tuple[StoreFailover, RedisStore, MemoryStore],
+    fragile_redis: RedisServer,
+    clock: FakeClock,
+) -> None:
+    failover, shared, local = stores
+    cost = charge(clock, "outage-2", cost=10)
+    fragile_redis.stop()
+    await failover.begin_submit("t", cost, LIMITS, hold_until=clock.now + 60)
+    fragile_redis.start()
+    await failover.add_job("t", "job-2", "m", b"{}", charge=cost, deadline=clock.now + 600)
+    await failover.write_back_once()  # ownership only: the charge is not on the shared counters
+    assert await shared.get_job("t", "job-2") is not None
+    settled = await failover.settle("t", "job-2", refund=True)  # the job failed
+    assert settled is not None
+    assert settled.refunded == 10
+    assert await day_used(local, cost) == (0, 0)
+    assert await day_used(shared, cost) == (0, 0)
+
+
+async def test_a_shared_reservation_recorded_locally_is_settled_in_redis(
+    stores: tuple[StoreFailover, RedisStore, MemoryStore],
+    fragile_redis: RedisServer,
+    clock: FakeClock,
+) -> None:
+    """Redis failed between the reservation and the job's record, and came back with its data:
+    the charge is on the shared counters, so the written-back job carries it and a failed job
+    is refunded there."""
+    failover, shared, _ = stores
+    cost = charge(clock, "blip-3", cost=10)
+    await failover.begin_submit("t", cost, LIMITS, hold_until=clock.now + 60)
+    with redis.Redis.from_url(fragile_redis.url) as persist:
+        persist.save()  # loaded again at restart, as a Redis with persistence would
+    fragile_redis.stop()
+    await failover.add_job("t", "job-3", "m", b"{}", charge=cost, deadline=clock.now + 600)
+    fragile_redis.start()
+    await failover.write_back_once()
+    assert await day_used(shared, cost) == (10, 1)
+    settled = await failover.settle("t", "job-3", refund=True)
+    assert settled is not None
+    assert settled.refunded == 10
+    assert await day_used(shared, cost) == (0, 0)
