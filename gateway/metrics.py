@@ -85,8 +85,8 @@ JOBS_SUBMITTED = Counter(
 )
 JOBS_FINISHED = Counter(
     "gmigw_jobs_finished_total",
-    "Jobs settled, by tenant and final status (success, failed, cancelled, expired).",
-    ["tenant", "status"],
+    "Jobs settled, by tenant, model and final status (success, failed, cancelled, expired).",
+    ["tenant", "model", "status"],
 )
 VIDEO_SECONDS_CHARGED = Counter(
     "gmigw_video_seconds_charged_total",

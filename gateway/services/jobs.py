@@ -323,7 +323,7 @@ class Jobs:
         status = job_status(response.body)
         try:
             if status in TERMINAL_STATUSES:
-                await self._quotas.settle(job.tenant, job.request_id, status)
+                await self._quotas.settle(job.tenant, job.request_id, status, model=job.model)
             else:
                 await self._store.mark_checked(job.tenant, job.request_id)
             if response.body != job.record:
@@ -334,9 +334,10 @@ class Jobs:
             )
         return response.body
 
-    async def expire(self, tenant: str, request_id: str) -> None:
+    async def expire(self, job: StoredJob) -> None:
         """Settle a job that outlived its deadline without ending: refund it, free its slot."""
-        if await self._quotas.settle(tenant, request_id, "expired") is not None:
+        tenant, request_id = job.tenant, job.request_id
+        if await self._quotas.settle(tenant, request_id, "expired", model=job.model) is not None:
             _log.warning("job_expired", tenant=tenant, upstream_request_id=request_id)
 
     async def _finish(self, tenant: str, claim: Idempotency, exc: GatewayError) -> None:

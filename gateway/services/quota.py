@@ -159,12 +159,15 @@ class Quotas:
         """When a job submitted now is settled as expired if it has not ended."""
         return self._clock() + self.job_deadline_seconds
 
-    async def settle(self, tenant_id: str, request_id: str, status: str) -> Settlement | None:
-        """Settle a job that reached ``status`` (terminal, or ``expired``), exactly once."""
+    async def settle(
+        self, tenant_id: str, request_id: str, status: str, *, model: str
+    ) -> Settlement | None:
+        """Settle a job of ``model`` that reached ``status`` (terminal, or ``expired``), exactly
+        once."""
         refund = status in _REFUNDED_STATUSES
         settled = await self._store.settle(tenant_id, request_id, refund=refund)
         if settled is not None:
-            metrics.JOBS_FINISHED.labels(tenant_id, status).inc()
+            metrics.JOBS_FINISHED.labels(tenant_id, model, status).inc()
             metrics.VIDEO_SECONDS_REFUNDED.labels(tenant_id).inc(settled.refunded)
             metrics.JOBS_IN_FLIGHT.labels(tenant_id).dec()
             if self._audit is not None:
@@ -174,6 +177,7 @@ class Quotas:
                         kind="settlement",
                         outcome=_SETTLEMENT_OUTCOMES.get(status, "refunded"),
                         tenant=tenant_id,
+                        model=model,
                         upstream_request_id=request_id,
                         video_seconds_charged=settled.cost - settled.refunded,
                         video_seconds_refunded=settled.refunded,

@@ -91,9 +91,9 @@ class Reconciler:
         except GatewayError as exc:
             _log.warning("reconcile_read_failed", upstream_request_id=request_id, error=exc.message)
             if age >= self._deadline + self._unreadable_grace:
-                await self._jobs.expire(tenant, request_id)
+                await self._jobs.expire(job)
             else:
                 await self._store.mark_checked(tenant, request_id)
             return
         if age >= self._deadline and job_status(record) not in TERMINAL_STATUSES:
-            await self._jobs.expire(tenant, request_id)
+            await self._jobs.expire(job)

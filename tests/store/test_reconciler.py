@@ -86,7 +86,7 @@ class World:
         """Settlements by final status, as the settlement path counts them."""
         found = {}
         for status in STATUSES:
-            labels = {"tenant": self.tenant, "status": status}
+            labels = {"tenant": self.tenant, "model": MODEL, "status": status}
             value = REGISTRY.get_sample_value("gmigw_jobs_finished_total", labels)
             if value:
                 found[status] = value
@@ -174,7 +174,7 @@ async def test_a_settled_job_left_listed_does_not_starve_the_read_budget(
         orphan = await world.submit("a fox in the snow [sim:fail]")
         waiting = await world.submit("a fox in the snow [sim:fail]")
         clock.advance(600)  # both failed upstream; nobody polled
-        assert await world.quotas.settle(world.tenant, orphan, "failed") is not None
+        assert await world.quotas.settle(world.tenant, orphan, "failed", model=MODEL) is not None
         with redis.Redis.from_url(redis_server.url) as client:
             client.zadd("gmigw:reconcile", {f"{world.tenant}\n{orphan}": 0})
         reads = await world.reads()
