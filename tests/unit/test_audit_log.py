@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from gateway import audit
 from gateway.audit import AuditEvent, AuditLog, stop
 
 
@@ -92,3 +94,12 @@ async def test_a_slow_store_neither_holds_back_nor_drops_the_stdout_lines() -> N
     store.release.set()
     await stop(task, audit)
     assert [e.request_id for e in store.written] == [str(n) for n in range(200)]
+
+
+def test_a_kept_prompt_is_cut_to_a_bounded_length_but_hashed_whole() -> None:
+    prompt = "a heron at dawn " * 1000
+    note = audit.begin_note()
+    audit.note_prompt(prompt, keep_text=True)
+    assert note.prompt == prompt[: audit.MAX_PROMPT_TEXT]
+    assert note.prompt_length == len(prompt)
+    assert note.prompt_sha256 == hashlib.sha256(prompt.encode()).hexdigest()
