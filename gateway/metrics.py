@@ -110,7 +110,8 @@ UPSTREAM_CIRCUIT_STATE = Gauge(
     multiprocess_mode="livemax",
 )
 AUDIT_EVENTS_DROPPED = Counter(
-    "gmigw_audit_events_dropped_total", "Audit events lost because the buffer was full."
+    "gmigw_audit_events_dropped_total",
+    "Audit events a sink never got or failed to write: a full buffer, a sink error, shutdown.",
 )
 STORE_ERRORS = Counter(
     "gmigw_store_errors_total", "Failed calls to the shared store, by error kind.", ["kind"]
