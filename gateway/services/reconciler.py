@@ -57,26 +57,34 @@ class Reconciler:
         self._unreadable_grace = unreadable_grace
 
     async def run(self) -> None:
-        """Until cancelled: every ``interval``, if this replica holds the lease, do one pass."""
+        """Until cancelled: a pass every ``interval``."""
         while True:
             try:
-                if await self._store.acquire_lease(
-                    LEASE_NAME, self._holder, ttl=3 * self._interval
-                ):
-                    await self.reconcile_once()
+                await self.reconcile_once()
             except StoreError as exc:
                 _log.warning("reconcile_skipped", error=str(exc))
             await asyncio.sleep(self._interval)
 
     async def reconcile_once(self) -> int:
-        """One pass; returns how many jobs it looked at."""
+        """One pass while this replica holds the lease; returns how many jobs it looked at.
+
+        The lease is renewed before each job: upstream reads can make a pass outlast it, and a
+        replica that lost it stops, so one replica reconciles at a time.
+        """
+        if not await self._hold_lease():
+            return 0
         now = self._clock()
         due = await self._store.jobs_to_reconcile(
             checked_before=now - self._stale_after, limit=self._read_budget
         )
-        for tenant, request_id, created_at in due:
+        for looked_at, (tenant, request_id, created_at) in enumerate(due):
+            if looked_at and not await self._hold_lease():
+                return looked_at
             await self._reconcile(tenant, request_id, age=now - created_at)
         return len(due)
+
+    async def _hold_lease(self) -> bool:
+        return await self._store.acquire_lease(LEASE_NAME, self._holder, ttl=3 * self._interval)
 
     async def _reconcile(self, tenant: str, request_id: str, *, age: float) -> None:
         """Read the job's status (``refresh`` settles a job that ended), then expire it if it

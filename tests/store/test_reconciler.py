@@ -5,7 +5,7 @@ unreadable well past it)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
 from gateway.services.quota import Quotas
-from gateway.services.reconciler import Reconciler
+from gateway.services.reconciler import LEASE_NAME, Reconciler
 from gateway.services.tenants import Limits, Principal, Tenant
 from gateway.sim import SimConfig, create_sim_app
 from gateway.store import Store
@@ -50,6 +50,7 @@ class World:
     jobs: Jobs
     quotas: Quotas
     sim: httpx.AsyncClient
+    upstream_calls: _WhileWaiting
 
     @property
     def tenant(self) -> str:
@@ -93,12 +94,26 @@ class World:
         return found
 
 
+class _WhileWaiting(httpx.AsyncBaseTransport):
+    """The simulator, with something happening elsewhere during every upstream call."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.meanwhile is not None:
+            await self.meanwhile()
+        return await self.inner.handle_async_request(request)
+
+
 @asynccontextmanager
 async def world_on(store: Store, clock: FakeClock) -> AsyncIterator[World]:
     sim_app = create_sim_app(SimConfig(api_key=SIM_KEY, seed=7), clock=clock)
     transport = httpx.ASGITransport(sim_app)
+    upstream_calls = _WhileWaiting(transport)
     upstream = UpstreamClient(
-        base_url="http://sim" + PREFIX, api_key=SIM_KEY, transport=transport, get_attempts=1
+        base_url="http://sim" + PREFIX, api_key=SIM_KEY, transport=upstream_calls, get_attempts=1
     )
     sim = httpx.AsyncClient(
         transport=transport, base_url="http://sim", headers={"Authorization": f"Bearer {SIM_KEY}"}
@@ -110,7 +125,7 @@ async def world_on(store: Store, clock: FakeClock) -> AsyncIterator[World]:
     )
     jobs = Jobs(store, upstream, catalog, quotas)
     try:
-        yield World(store, Principal(tenant, "k1"), jobs, quotas, sim)
+        yield World(store, Principal(tenant, "k1"), jobs, quotas, sim, upstream_calls)
     finally:
         await sim.aclose()
         await upstream.aclose()
@@ -184,3 +199,22 @@ async def test_a_settled_job_left_listed_does_not_starve_the_read_budget(
         assert await world.month_used() == 0
         assert await store.settle(world.tenant, waiting, refund=True) is None
     await store.aclose()
+
+
+async def test_a_pass_stops_once_another_replica_holds_the_lease(
+    world: World, clock: FakeClock
+) -> None:
+    """An upstream read outlasted the lease and another replica took it over: this pass stops
+    at the next job, so one replica reconciles at a time."""
+    for _ in range(3):
+        await world.submit("a fox in the snow [sim:stuck]")
+    clock.advance(60)  # all three are due
+
+    async def slow_read_meanwhile_another_replica_takes_over() -> None:
+        clock.advance(60)
+        assert await world.store.acquire_lease(LEASE_NAME, "other-replica", ttl=60)
+
+    world.upstream_calls.meanwhile = slow_read_meanwhile_another_replica_takes_over
+    assert await world.reconciler(clock).reconcile_once() == 1
+    world.upstream_calls.meanwhile = None
+    assert await world.reconciler(clock).reconcile_once() == 0  # and a new pass does not start
