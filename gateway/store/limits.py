@@ -1,8 +1,18 @@
 """The arithmetic of limits, shared by both backends (the Lua scripts mirror it line for line).
 
-Rates use GCRA over a 60 s window in integer microseconds, so a burst of exactly ``limit``
-requests passes and float rounding can never admit or refuse one request too many. Budgets are
-counters per UTC period; concurrency is a set of slots that expire.
+Rates use GCRA over a 60 s window, exact for every limit below ``TAT_SCALE``: a burst of exactly
+``limit`` passes and a steady stream gets exactly ``limit`` a minute. The emission interval,
+60e6 / limit µs, is rarely whole, and rounding it down admits one request too many (9,999 a
+minute would admit 10,000). So a theoretical arrival time (TAT) is kept as whole microseconds
+plus a remainder in 1/limit µs: every step is integer arithmetic on numbers below 2**53, which
+Lua's doubles hold exactly, where scaling an absolute time (~1.8e15 µs) by the limit would not.
+Budgets are counters per UTC period; concurrency is a set of slots that expire.
+
+A TAT is stored as one integer, ``-(µs * TAT_SCALE + remainder)``: one integer so redis-py reads
+it with ``int()``, negative so a replica still running the previous release (which stored plain
+µs) reads it as long past and admits, rather than as far ahead and refusing every request for a
+minute. A non-negative stored value is that previous release's TAT, in whole µs, and is read as
+exactly that, so a rolling deploy keeps the keys it finds.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from gateway.store.base import (
 )
 
 __all__ = (
+    "TAT_SCALE",
     "WINDOW_US",
     "RateResult",
     "budget_state",
@@ -33,6 +44,7 @@ __all__ = (
 )
 
 WINDOW_US = 60_000_000
+TAT_SCALE = 10_000_000  # the remainder's share of a stored TAT: room for limits below 10**7
 
 
 def to_us(seconds: float) -> int:
@@ -43,32 +55,61 @@ def to_us(seconds: float) -> int:
 @dataclass(frozen=True, slots=True)
 class RateResult:
     allowed: bool
-    tat: int  # the theoretical arrival time to store (unchanged when refused)
+    tat: int  # the stored TAT to write when allowed (when refused, the current one)
     remaining: int
     reset_after_us: int
     retry_after_us: int
 
 
 def rate_take(tat: int | None, now: int, limit: int) -> RateResult:
-    """GCRA: admit one request at ``now`` (µs) against ``limit`` per minute, or refuse."""
-    interval = WINDOW_US // limit
-    base = max(tat if tat is not None else now, now)
-    new_tat = base + interval
-    if new_tat - now > WINDOW_US:
-        wait = new_tat - now - WINDOW_US
-        return RateResult(False, base, 0, wait, wait)
-    remaining = (WINDOW_US - (new_tat - now)) // interval
-    reset_after = 0 if remaining > 0 else new_tat + interval - WINDOW_US - now
-    return RateResult(True, new_tat, remaining, reset_after, 0)
+    """GCRA: admit one request at ``now`` (µs) against ``limit`` per minute, or refuse.
+
+    ``tat`` is the stored TAT (``None``: none yet).
+    """
+    us, rem = _tat_parts(tat, now, limit)
+    step_us, step_rem = divmod(WINDOW_US, limit)
+    next_us, next_rem = us + step_us, rem + step_rem
+    if next_rem >= limit:
+        next_us, next_rem = next_us + 1, next_rem - limit
+    ahead = next_us - now  # the new TAT is ahead + next_rem / limit µs from now
+    if ahead > WINDOW_US or (ahead == WINDOW_US and next_rem > 0):
+        wait = ahead - WINDOW_US + (1 if next_rem > 0 else 0)  # rounded up to the µs
+        return RateResult(False, _stored_tat(us, rem), 0, wait, wait)
+    remaining, reset_after = _room(ahead * limit + next_rem, limit)
+    return RateResult(True, _stored_tat(next_us, next_rem), remaining, reset_after, 0)
 
 
 def rate_peek(tat: int | None, now: int, limit: int) -> tuple[int, int]:
     """``(remaining, reset_after_us)`` of a rate without consuming it."""
-    interval = WINDOW_US // limit
-    base = max(tat if tat is not None else now, now)
-    remaining = (WINDOW_US - (base - now)) // interval
-    reset_after = 0 if remaining > 0 else base + interval - WINDOW_US - now
-    return remaining, reset_after
+    us, rem = _tat_parts(tat, now, limit)
+    return _room((us - now) * limit + rem, limit)
+
+
+def _room(backlog: int, limit: int) -> tuple[int, int]:
+    """``(remaining, reset_after_us)`` when the TAT is ``backlog`` 1/limit µs ahead of now.
+
+    A request passes while the TAT after it is at most a window ahead, and each adds 60e6
+    (one interval) to the backlog. ``remaining`` is never negative, even when a replica whose
+    clock runs behind sees a TAT more than a window ahead.
+    """
+    remaining = max(0, WINDOW_US * limit - backlog) // WINDOW_US
+    if remaining > 0:
+        return remaining, 0
+    return 0, -(-(backlog + WINDOW_US - WINDOW_US * limit) // limit)  # rounded up to the µs
+
+
+def _tat_parts(stored: int | None, now: int, limit: int) -> tuple[int, int]:
+    """A stored TAT as ``(µs, remainder in 1/limit µs)``, but never earlier than ``now``."""
+    if stored is None:
+        return now, 0
+    us, rem = divmod(-stored, TAT_SCALE) if stored < 0 else (stored, 0)
+    if rem >= limit:  # stored under a higher limit (the config changed): round up to the µs
+        us, rem = us + 1, 0
+    return (now, 0) if us < now else (us, rem)
+
+
+def _stored_tat(us: int, rem: int) -> int:
+    return -(us * TAT_SCALE + rem)
 
 
 def budget_state(name: str, limit: int, used: int, now: float, ends_at: float) -> LimitState:

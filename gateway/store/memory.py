@@ -6,9 +6,11 @@ atomic as the Redis backend's Lua scripts.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 from gateway.store.base import (
     READS_PER_MINUTE,
@@ -29,6 +31,10 @@ from gateway.store.limits import decide_submit, rate_take, to_us, usage_states
 
 __all__ = ("MemoryStore",)
 
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+_BUDGET_MARGIN = 2 * 86400.0  # budgets outlive their period for late refunds (begin_submit.lua)
+
 
 @dataclass(slots=True)
 class _Charged:
@@ -39,9 +45,50 @@ class _Charged:
 @dataclass(slots=True)
 class _Claim:
     fingerprint: str
-    expires_at: float
     status: int = 0
     body: bytes | None = None
+
+
+class _Expiring(Generic[_K, _V]):
+    """Entries that vanish at their expiry time, as Redis keys with a TTL do.
+
+    Without this, entries nobody reads again (a day's idempotency answers, last month's budget)
+    would stay forever. Each write that sets an expiry pushes it on a heap and each write pops
+    what is due, so forgetting costs O(log n) per write, amortised; a heap entry outdated by a
+    later write to its key is skipped when it comes up.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[_K, tuple[_V, float]] = {}
+        self._due: list[tuple[float, _K]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _K, now: float) -> _V | None:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None and entry[1] > now else None
+
+    def put(self, key: _K, value: _V, *, until: float, now: float) -> None:
+        """Set ``key`` until ``until``, then forget every entry that is due by ``now``."""
+        old = self._entries.get(key)
+        self._entries[key] = (value, until)
+        if old is None or old[1] != until:
+            heapq.heappush(self._due, (until, key))
+        while self._due and self._due[0][0] <= now:
+            _, due = heapq.heappop(self._due)
+            entry = self._entries.get(due)
+            if entry is not None and entry[1] <= now:
+                del self._entries[due]
+
+    def keep_ttl(self, key: _K, value: _V) -> None:
+        """Change an entry's value but not its expiry, as Redis's ``SET … KEEPTTL``."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries[key] = (value, entry[1])
+
+    def pop(self, key: _K) -> None:
+        self._entries.pop(key, None)
 
 
 class MemoryStore(Store):
@@ -65,11 +112,11 @@ class MemoryStore(Store):
         self._charges: dict[tuple[str, str], _Charged] = {}
         self._rates: dict[tuple[str, str], int] = {}
         self._slots: dict[str, dict[str, float]] = {}
-        self._budgets: dict[tuple[str, str], int] = {}
+        self._budgets: _Expiring[tuple[str, str], int] = _Expiring()
         self._to_check: dict[tuple[str, str], float] = {}
-        self._claims: dict[tuple[str, str], _Claim] = {}
+        self._claims: _Expiring[tuple[str, str], _Claim] = _Expiring()
         self._leases: dict[str, tuple[str, float]] = {}
-        self._refresh_claims: dict[tuple[str, str], float] = {}
+        self._refresh_claims: _Expiring[tuple[str, str], bool] = _Expiring()
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._cache_generation = 0
 
@@ -149,12 +196,9 @@ class MemoryStore(Store):
 
     async def claim_refresh(self, tenant: str, request_id: str, *, ttl: float) -> bool:
         now = self._clock()
-        if self._refresh_claims.get((tenant, request_id), 0.0) > now:
+        if self._refresh_claims.get((tenant, request_id), now) is not None:
             return False
-        self._refresh_claims[tenant, request_id] = now + ttl
-        if len(self._refresh_claims) > 10_000:  # forget claims that have run out
-            for claim in [c for c, until in self._refresh_claims.items() if until <= now]:
-                del self._refresh_claims[claim]
+        self._refresh_claims.put((tenant, request_id), True, now=now, until=now + ttl)
         return True
 
     # --- quotas -----------------------------------------------------------------------------
@@ -185,18 +229,26 @@ class MemoryStore(Store):
             now=now,
             rate=rate,
             slots_in_use=len(slots),
-            day_used=self._budgets.get((tenant, charge.day), 0),
-            month_used=self._budgets.get((tenant, charge.month), 0),
+            day_used=self._budgets.get((tenant, charge.day), now) or 0,
+            month_used=self._budgets.get((tenant, charge.month), now) or 0,
         )
         if decision.allowed:
             if rate is not None:
                 self._rates[tenant, "submit"] = rate.tat
             slots[charge.token] = hold_until
-            for period in (charge.day, charge.month):
-                self._budgets[tenant, period] = self._budgets.get((tenant, period), 0) + charge.cost
+            for period, ends_at in (
+                (charge.day, charge.day_ends_at),
+                (charge.month, charge.month_ends_at),
+            ):
+                used = self._budgets.get((tenant, period), now) or 0
+                until = ends_at + _BUDGET_MARGIN
+                self._budgets.put((tenant, period), used + charge.cost, now=now, until=until)
             if idempotency is not None:
-                self._claims[tenant, idempotency.key] = _Claim(
-                    idempotency.fingerprint, now + idempotency.ttl
+                self._claims.put(
+                    (tenant, idempotency.key),
+                    _Claim(idempotency.fingerprint),
+                    now=now,
+                    until=now + idempotency.ttl,
                 )
         return SubmitStart(claim, decision)
 
@@ -234,7 +286,9 @@ class MemoryStore(Store):
         self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
     ) -> tuple[tuple[LimitState, ...], int]:
         now = self._clock()
-        in_use = len(self._live_slots(tenant, now))
+        # Count, but do not drop, the expired slots: as on Redis, only a submit drops them, so a
+        # late release still finds (and refunds) its slot until then.
+        in_use = sum(1 for until in self._slots.get(tenant, {}).values() if until > now)
         states = usage_states(
             limits=limits,
             reads_per_minute=reads_per_minute,
@@ -243,8 +297,8 @@ class MemoryStore(Store):
             submit_tat=self._rates.get((tenant, "submit")),
             read_tat=self._rates.get((tenant, "read")),
             slots_in_use=in_use,
-            day_used=self._budgets.get((tenant, charge.day), 0),
-            month_used=self._budgets.get((tenant, charge.month), 0),
+            day_used=self._budgets.get((tenant, charge.day), now) or 0,
+            month_used=self._budgets.get((tenant, charge.month), now) or 0,
         )
         return states, in_use
 
@@ -274,8 +328,8 @@ class MemoryStore(Store):
             self._to_check[tenant, request_id] = self._clock()
 
     def _claim_state(self, tenant: str, idempotency: Idempotency, now: float) -> IdempotencyState:
-        claim = self._claims.get((tenant, idempotency.key))
-        if claim is None or claim.expires_at <= now:
+        claim = self._claims.get((tenant, idempotency.key), now)
+        if claim is None:
             return IdempotencyState("new")
         if claim.fingerprint != idempotency.fingerprint:
             return IdempotencyState("mismatch")
@@ -286,10 +340,11 @@ class MemoryStore(Store):
     async def finish_idempotent(
         self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float
     ) -> None:
-        self._claims[tenant, key] = _Claim(fingerprint, self._clock() + ttl, status, body)
+        now = self._clock()
+        self._claims.put((tenant, key), _Claim(fingerprint, status, body), now=now, until=now + ttl)
 
     async def abandon_idempotent(self, tenant: str, key: str) -> None:
-        self._claims.pop((tenant, key), None)
+        self._claims.pop((tenant, key))
 
     async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
         now = self._clock()
@@ -376,10 +431,11 @@ class MemoryStore(Store):
         return slots
 
     def _refund(self, tenant: str, charge: Charge) -> None:
+        now = self._clock()
         for period in (charge.day, charge.month):
-            used = self._budgets.get((tenant, period))
+            used = self._budgets.get((tenant, period), now)
             if used is not None:
-                self._budgets[tenant, period] = max(0, used - charge.cost)
+                self._budgets.keep_ttl((tenant, period), max(0, used - charge.cost))
 
 
 def _check_page(limit: int, offset: int) -> None:

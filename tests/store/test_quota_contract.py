@@ -13,6 +13,7 @@ from gateway.store.base import (
     Decision,
     Idempotency,
     IdempotencyState,
+    LimitState,
     SubmitLimits,
     SubmitStart,
 )
@@ -240,6 +241,38 @@ async def test_reads_are_rate_limited_exactly(store: Store, clock: FakeClock) ->
     assert refused.retry_after == pytest.approx(2.0)
     clock.advance(2)
     assert (await store.take_read("t", 30)).allowed
+
+
+@pytest.mark.parametrize("limit", [7768, 9999])
+async def test_reads_admit_exactly_the_limit_each_minute(
+    store: Store, clock: FakeClock, limit: int
+) -> None:
+    """60e6 / limit µs is not whole here; rounding it down would let one read more through."""
+    for _ in range(2):
+        results = await asyncio.gather(*(store.take_read("t", limit) for _ in range(limit + 20)))
+        assert [d.allowed for d in results].count(True) == limit
+        clock.advance(60)
+
+
+async def test_a_burst_of_submits_admits_exactly_the_limit(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits(submits_per_minute=7768)
+    decisions = await asyncio.gather(
+        *(
+            reserve(store, "t", charge(clock, f"tok{i}", 0), limits, hold_until=clock.now)
+            for i in range(7768 + 20)
+        )
+    )
+    assert [d.allowed for d in decisions].count(True) == 7768
+
+
+async def test_a_clock_behind_the_rate_shows_no_negative_room(
+    store: Store, clock: FakeClock
+) -> None:
+    """A replica whose clock runs behind can find a TAT more than a window ahead of its now."""
+    assert all([(await store.take_read("t", 10)).allowed for _ in range(10)])
+    clock.advance(-120)  # the TAT is now 180 s ahead, and a read passes once it is 54 s ahead
+    states, _ = await store.usage("t", NO_LIMITS, 10, charge(clock, "x"))
+    assert states == (LimitState("reads_per_minute", 10, 0, 126.0),)
 
 
 async def test_usage_consumes_nothing(store: Store, clock: FakeClock) -> None:
