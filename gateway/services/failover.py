@@ -78,6 +78,7 @@ class StoreFailover(Store):
         charge: Charge | None = None,
         deadline: float | None = None,
         idempotency: Idempotency | None = None,
+        answer: bytes | None = None,
     ) -> StoredJob:
         async def add(store: Store) -> StoredJob:
             return await store.add_job(
@@ -88,6 +89,7 @@ class StoreFailover(Store):
                 charge=charge,
                 deadline=deadline,
                 idempotency=idempotency,
+                answer=answer,
             )
 
         if charge is not None and charge.token in self._local_tokens and self._local:

@@ -195,10 +195,11 @@ class Jobs:
                 tenant.id,
                 request_id,
                 model,
-                response.body,
+                _as_status_record(response.body, submission.payload),
                 charge=charge,
                 deadline=self._quotas.deadline(),
                 idempotency=None if claim is None else replace(claim, ttl=IDEMPOTENCY_TTL),
+                answer=response.body,
             )
         except StoreError as exc:
             _log.error(
@@ -393,6 +394,13 @@ def _fingerprint(model: str, payload: dict[str, object]) -> str:
     """Same request, same fingerprint, whatever the key order or whitespace of the body."""
     canonical = msgspec.json.encode({"model": model, "payload": payload}, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
+
+
+def _as_status_record(submitted: bytes, payload: dict[str, object]) -> bytes:
+    """The submit answer in the shape of a status record (spec §4): what polls and lists serve
+    until the first refresh, so a client reading ``payload`` or ``outcome`` finds them."""
+    answer = msgspec.json.decode(submitted)  # _request_id read it already: it is an object
+    return msgspec.json.encode({"is_public": False, "payload": payload, "outcome": None, **answer})
 
 
 def _request_id(response: UpstreamResponse) -> str:

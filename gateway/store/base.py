@@ -210,6 +210,7 @@ class Store(abc.ABC):
         charge: Charge | None = None,
         deadline: float | None = None,
         idempotency: Idempotency | None = None,
+        answer: bytes | None = None,
     ) -> StoredJob:
         """Record that ``tenant`` owns ``request_id`` and add it to the tenant's job index.
 
@@ -223,8 +224,8 @@ class Store(abc.ABC):
         and the job is listed by ``jobs_to_reconcile`` until settled.
 
         With ``idempotency`` (a key ``begin_submit`` claimed), the same atomic step stores
-        ``record`` as the key's answer (status 200) for ``idempotency.ttl`` seconds, as
-        ``finish_idempotent`` would.
+        ``answer`` (default: ``record``) as the key's answer (status 200) for
+        ``idempotency.ttl`` seconds, as ``finish_idempotent`` would.
         """
 
     @abc.abstractmethod

@@ -132,6 +132,7 @@ class MemoryStore(Store):
         charge: Charge | None = None,
         deadline: float | None = None,
         idempotency: Idempotency | None = None,
+        answer: bytes | None = None,
     ) -> StoredJob:
         now = self._clock()
         jobs = self._purged(tenant, now)
@@ -153,7 +154,12 @@ class MemoryStore(Store):
             self._to_check[tenant, request_id] = now
         if idempotency is not None:
             await self.finish_idempotent(
-                tenant, idempotency.key, idempotency.fingerprint, 200, record, ttl=idempotency.ttl
+                tenant,
+                idempotency.key,
+                idempotency.fingerprint,
+                200,
+                record if answer is None else answer,
+                ttl=idempotency.ttl,
             )
         return job
 

@@ -135,6 +135,7 @@ class RedisStore(Store):
         charge: Charge | None = None,
         deadline: float | None = None,
         idempotency: Idempotency | None = None,
+        answer: bytes | None = None,
     ) -> StoredJob:
         keys = [
             self._key(tenant, "job", request_id),
@@ -151,7 +152,7 @@ class RedisStore(Store):
             args.append("" if deadline is None else deadline)
         if idempotency is not None:
             keys.append(self._key(tenant, "idempotency", idempotency.key))
-            args += [idempotency.fingerprint, idempotency.ttl]
+            args += [idempotency.fingerprint, idempotency.ttl, record if answer is None else answer]
         if charge is None:
             created, _, stored_model = await self._call(self._add_job(keys=keys, args=args))
         else:

@@ -229,3 +229,16 @@ def test_upstream_failure_on_a_poll_is_a_clear_error(
     sim_control.fault("GET /requests/{request_id}", status=500, rate=1.0)
     response = studio.get(f"/requests/{request_id}")
     assert_error(response, 500, "upstream_error", "Backend error")
+
+
+def test_a_job_has_the_status_record_shape_before_its_first_refresh(
+    studio: httpx.Client, sim_control: SimControl
+) -> None:
+    """Until a refresh succeeds, polls and lists serve the stored record: it must already
+    carry what clients read from a status record (spec §4), not only the submit's fields."""
+    payload = {"prompt": "kept in its shape [sim:stuck]", "duration": "10"}
+    submitted = studio.post("/requests", json={"model": MODEL, "payload": payload}).json()
+    sim_control.fault("GET /requests/{request_id}", status=503, rate=1.0)
+    listed = studio.get("/requests").json()["requests"]
+    record = next(r for r in listed if r["request_id"] == submitted["request_id"])
+    assert record == {**submitted, "is_public": False, "payload": payload, "outcome": None}

@@ -388,6 +388,27 @@ async def test_recording_the_job_stores_the_keys_answer(store: Store, clock: Fak
     assert await outcome(store, clock, "k", "fp") == "new"
 
 
+async def test_the_keys_answer_can_differ_from_the_jobs_record(
+    store: Store, clock: FakeClock
+) -> None:
+    """A replay returns the submit's own answer; polls get the job's (status-shaped) record."""
+    await claim(store, clock, "k", "fp")
+    await store.add_job(
+        "t",
+        "r1",
+        "m",
+        b'{"request_id":"r1","payload":{}}',
+        charge=charge(clock, "tok-job"),
+        idempotency=Idempotency("k", "fp", 900),
+        answer=b'{"request_id":"r1"}',
+    )
+    replay = (await claim(store, clock, "k", "fp")).claim
+    assert replay == IdempotencyState("done", 200, b'{"request_id":"r1"}')
+    job = await store.get_job("t", "r1")
+    assert job is not None
+    assert job.record == b'{"request_id":"r1","payload":{}}'
+
+
 async def test_abandoned_or_expired_claims_can_be_retried(store: Store, clock: FakeClock) -> None:
     assert await outcome(store, clock, "k", "fp") == "new"
     await store.abandon_idempotent("t", "k")

@@ -5,7 +5,7 @@
 -- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds,
 -- ARGV[6] slot token ('' for no charge), ARGV[7] cost, ARGV[8] day, ARGV[9] month,
 -- ARGV[10] deadline (when the slot is released at the latest), ARGV[11] fingerprint,
--- ARGV[12] how long the answer is kept (s)
+-- ARGV[12] how long the answer is kept (s), ARGV[13] the answer
 -- A job is gone once created_at <= now - retention: the same expression as every other script,
 -- the memory backend and ZREMRANGEBYSCORE's cutoff, so lookups and the index always agree.
 local now = tonumber(ARGV[4])
@@ -39,7 +39,7 @@ end
 if KEYS[5] then
   local ttl = tonumber(ARGV[12])
   redis.call('HSET', KEYS[5], 'fingerprint', ARGV[11], 'expires_at', now + ttl, 'status', 200,
-    'body', ARGV[3])
+    'body', ARGV[13])
   redis.call('PEXPIRE', KEYS[5], math.ceil(ttl * 1000))
 end
 return {created, charged, redis.call('HGET', KEYS[1], 'model')}
