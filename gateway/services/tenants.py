@@ -4,7 +4,9 @@ The YAML file (DESIGN §8) is the source of truth. It is validated as a whole: e
 reported with a path naming the tenant and the field, so an operator fixes a bad file in one go.
 Keys are known only by their SHA-256; authentication hashes the presented key and looks the hash
 up in a dict, so there is no per-key comparison loop to time. Problems never quote a ``sha256``
-value or a YAML source line, since an operator may have pasted a key where its hash belongs.
+value, a YAML source line or anything holding the key prefix, since an operator may have pasted a
+key where its hash or an id belongs; an id that looks like a key is refused, so a key never
+reaches audit records, metric labels or ``/admin/tenants``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -48,6 +50,10 @@ LIMIT_NAMES = (
 KEY_PREFIX = "gmigw_"
 # Limits end up as Lua numbers (doubles) in the store: keep them exactly representable.
 _MAX_LIMIT = 2**53 - 1
+# Rates become a GCRA emission interval of 60 s / rate in whole microseconds, which is zero
+# above 60 million a minute; a million a minute keeps it at 60 µs and is beyond any real tenant.
+_MAX_RATE = 1_000_000
+_RATE_NAMES = ("submits_per_minute", "reads_per_minute")
 # A DNS label: tenant ids become Redis hash tags, metric labels and Kubernetes-friendly names.
 _TENANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -64,6 +70,7 @@ _ADMIN_FIELDS = ("id", "sha256")
 _AUDIT_FIELDS = ("store_prompts",)
 _EMPTY_KEY_HASH = hashlib.sha256(b"").hexdigest()
 _INVALID_KEY = "unauthorized: invalid or expired API key"
+_LOOKS_LIKE_KEY = "looks like a key (not shown): store only its sha256 (gmi-gateway keys new)"
 
 
 class TenantConfigError(Exception):
@@ -208,7 +215,7 @@ def new_key(tenant_id: str) -> tuple[str, str]:
         ValueError: ``tenant_id`` is not a valid tenant id.
     """
     if not _TENANT_ID.fullmatch(tenant_id):
-        raise ValueError(f"tenant id {tenant_id!r} must match {_TENANT_ID_RULE}")
+        raise ValueError(f"tenant id {_shown(tenant_id)} must match {_TENANT_ID_RULE}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = f"{tenant_id}-{secrets.token_hex(4)}"
     entry = f'- id: {key_id}\n  sha256: "{hash_key(key)}"'
@@ -261,7 +268,24 @@ def parse_tenants(text: str, *, source: str = "<tenants>") -> TenantsConfig:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys, which PyYAML would silently overwrite."""
+    """SafeLoader that refuses duplicate mapping keys, which PyYAML would silently overwrite.
+
+    Timestamps stay text, validated (and named by field) in ``expires_at``; any other value a
+    tag cannot hold (``!!int abc``) is a YAML error with a line, never a bare ``ValueError``.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, AttributeError):  # PyYAML's scalar constructors leak these
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {tag} value", node.start_mark
+            ) from None
+
+
+def _construct_text(loader: _StrictLoader, node: yaml.ScalarNode) -> str:
+    return loader.construct_scalar(node)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -285,11 +309,19 @@ def _duplicate(node: yaml.Node, key: object) -> NoReturn:
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
+
+
+def _looks_like_key(value: str) -> bool:
+    """Whether ``value`` holds a gateway key (``new_key`` output), pasted where it never belongs."""
+    return KEY_PREFIX in value
 
 
 def _shown(value: object) -> str:
-    """A short repr for a problem message."""
+    """A short repr for a problem message; never one that holds a key, even in part."""
     text = repr(value)
+    if _looks_like_key(text):
+        return "a value that looks like a key (not shown)"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -353,6 +385,9 @@ class _Parser:
         if tenant_id is None:
             self.problem(where, "id: required")
             tenant_id = ""
+        elif isinstance(tenant_id, str) and _looks_like_key(tenant_id):
+            self.problem(where, f"id: {_LOOKS_LIKE_KEY}")
+            tenant_id = ""
         elif not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
             self.problem(where, f"id: must be {_TENANT_ID_RULE}, got {_shown(tenant_id)}")
             tenant_id = ""
@@ -389,6 +424,9 @@ class _Parser:
         if raw is None:
             self.problem(at, "id: required")
             return "", at
+        if isinstance(raw, str) and _looks_like_key(raw):
+            self.problem(at, f"id: {_LOOKS_LIKE_KEY}")
+            return "", at
         if not isinstance(raw, str) or not _KEY_ID.fullmatch(raw):
             self.problem(at, f"id: must be {_KEY_ID_RULE}, got {_shown(raw)}")
             return "", at
@@ -408,7 +446,7 @@ class _Parser:
             got = f"{len(raw)} characters" if isinstance(raw, str) else type(raw).__name__
             hint = (
                 "; this looks like a key itself: store only its hash (gmi-gateway keys new)"
-                if isinstance(raw, str) and raw.startswith(KEY_PREFIX)
+                if isinstance(raw, str) and _looks_like_key(raw)
                 else ""
             )
             self.problem(at, f"sha256: must be 64 hex characters, got {got}{hint}")
@@ -426,25 +464,20 @@ class _Parser:
         if raw is None:
             return None
         example = 'an RFC 3339 time with a timezone, e.g. "2027-06-01T00:00:00Z"'
-        if isinstance(raw, datetime):  # an unquoted timestamp, already parsed by YAML
-            moment = raw
-        elif isinstance(raw, str) and (match := _RFC3339.fullmatch(raw.strip())):
-            if match["zone"] is None:
-                self.problem(at, f"expires_at: needs a timezone: {example}")
-                return None
-            try:
-                moment = datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
-            except ValueError:
-                self.problem(at, f"expires_at: not a valid date/time, got {_shown(raw)}")
-                return None
-        elif isinstance(raw, date | str):
-            self.problem(at, f"expires_at: must be {example}, got {_shown(raw)}")
-            return None
-        else:
+        if not isinstance(raw, str):  # the loader keeps unquoted timestamps as text too
             self.problem(at, f"expires_at: must be {example}, got {type(raw).__name__}")
             return None
-        if moment.tzinfo is None:
+        match = _RFC3339.fullmatch(raw.strip())
+        if match is None:
+            self.problem(at, f"expires_at: must be {example}, got {_shown(raw)}")
+            return None
+        if match["zone"] is None:
             self.problem(at, f"expires_at: needs a timezone: {example}")
+            return None
+        try:
+            moment = datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
+        except ValueError:
+            self.problem(at, f"expires_at: not a valid date/time, got {_shown(raw)}")
             return None
         return moment.astimezone(UTC)
 
@@ -484,6 +517,7 @@ class _Parser:
         values: dict[str, int | None] = {}
         for name in LIMIT_NAMES:
             value = raw.get(name)
+            cap = _MAX_RATE if name in _RATE_NAMES else _MAX_LIMIT
             if value is None:  # absent or null: unlimited
                 values[name] = None
             elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -491,8 +525,8 @@ class _Parser:
                     where, f"limits.{name}: must be a positive integer, got {_shown(value)}"
                 )
                 values[name] = None
-            elif value > _MAX_LIMIT:
-                self.problem(where, f"limits.{name}: must be at most {_MAX_LIMIT}, got {value}")
+            elif value > cap:
+                self.problem(where, f"limits.{name}: must be at most {cap}, got {value}")
                 values[name] = None
             else:
                 values[name] = value

@@ -52,6 +52,22 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "tenants[0] (web): models: required" in err
 
 
+def test_check_config_reports_an_impossible_unquoted_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PyYAML raises a bare ValueError for it; check-config must still answer, not crash."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "tenants:\n  - id: web\n    keys:\n      - id: web-1\n"
+        f'        sha256: "{"ab" * 32}"\n        expires_at: 2027-02-30T00:00:00Z\n'
+        '    models: ["*"]\n'
+    )
+    assert main(["check-config", str(bad)]) == 1
+    assert "tenants[0] (web): keys[0] (web-1): expires_at: not a valid date/time" in (
+        capsys.readouterr().err
+    )
+
+
 def test_committed_openapi_document_matches_the_app() -> None:
     committed = (ROOT / OPENAPI_FILE).read_text(encoding="utf-8")
     assert committed == openapi_document(), "run `make openapi` and commit openapi/openapi.json"

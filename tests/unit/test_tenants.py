@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -209,8 +210,8 @@ K = f"{T}: keys[0] (k1)"
             f"{K}: expires_at: needs a timezone: {TIME_RULE}",
         ),
         (
-            tenant(keys=key(expires_at="2027-01-01")),
-            f"{K}: expires_at: must be {TIME_RULE}, got datetime.date(2027, 1, 1)",
+            tenant(keys=key(expires_at="2027-01-01")),  # unquoted: kept as text, not a date
+            f"{K}: expires_at: must be {TIME_RULE}, got '2027-01-01'",
         ),
         (
             tenant(keys=key(expires_at='"soon"')),
@@ -222,6 +223,10 @@ K = f"{T}: keys[0] (k1)"
         ),
         (
             tenant(keys=key(expires_at='"2027-02-30T00:00:00Z"')),
+            f"{K}: expires_at: not a valid date/time, got '2027-02-30T00:00:00Z'",
+        ),
+        (
+            tenant(keys=key(expires_at="2027-02-30T00:00:00Z")),  # unquoted: PyYAML's ValueError
             f"{K}: expires_at: not a valid date/time, got '2027-02-30T00:00:00Z'",
         ),
         (tenant(keys=key(expires_at="1")), f"{K}: expires_at: must be {TIME_RULE}, got int"),
@@ -272,6 +277,14 @@ K = f"{T}: keys[0] (k1)"
         (
             tenant(limits='{video_seconds_per_month: "600"}'),
             f"{T}: limits.video_seconds_per_month: must be a positive integer, got '600'",
+        ),
+        (
+            tenant(limits="{submits_per_minute: 1000001}"),  # a zero GCRA interval lies beyond
+            f"{T}: limits.submits_per_minute: must be at most 1000000, got 1000001",
+        ),
+        (
+            tenant(limits="{reads_per_minute: 60000001}"),
+            f"{T}: limits.reads_per_minute: must be at most 1000000, got 60000001",
         ),
         (
             tenant(limits=f"{{video_seconds_per_month: {2**53}}}"),
@@ -353,6 +366,69 @@ def test_a_pasted_key_in_place_of_its_hash_is_never_echoed() -> None:
         f"{K}: sha256: must be 64 hex characters, got {len(secret)} characters; this looks like"
         " a key itself: store only its hash (gmi-gateway keys new)",
     )
+
+
+def test_rates_up_to_a_million_a_minute_are_accepted() -> None:
+    text = tenant(limits="{submits_per_minute: 1000000, reads_per_minute: 1000000}")
+    assert parse_tenants(text).tenants["t1"].limits == Limits(1_000_000, 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (tenant(limits="{submits_per_minute: !!int abc}"), "line 5, column 34: not a valid int"),
+        (tenant(limits="{reads_per_minute: !!float x}"), "line 5, column 32: not a valid float"),
+        (tenant(audit="{store_prompts: !!bool maybe}"), "line 5, column 28: not a valid bool"),
+    ],
+)
+def test_a_value_its_yaml_tag_cannot_hold_is_a_yaml_error(text: str, line: str) -> None:
+    assert problems_of(text) == (f"<tenants>: not valid YAML at {line} value",)
+
+
+def test_an_explicit_timestamp_tag_is_validated_like_any_expiry() -> None:
+    text = tenant(keys=key(expires_at="!!timestamp 2027-02-30T00:00:00Z"))
+    assert problems_of(text) == (
+        f"{K}: expires_at: not a valid date/time, got '2027-02-30T00:00:00Z'",
+    )
+
+
+@pytest.mark.parametrize(
+    ("place", "problem"),
+    [
+        (lambda k: tenant(id=k), "tenants[0]: id: looks like a key (not shown)"),
+        (lambda k: tenant(keys=key(id=k)), f"{T}: keys[0]: id: looks like a key (not shown)"),
+        (
+            lambda k: tenant() + f'admins:\n  - {{id: {k}, sha256: "{HA}"}}\n',
+            "admins[0]: id: looks like a key (not shown)",
+        ),
+        (lambda k: tenant(**{k: "1"}), f"{T}: unknown field a value that looks like a key"),
+        (lambda k: tenant(limits=f"[{k}]"), f"{T}: limits: must be a mapping, got a value that"),
+        (
+            lambda k: tenant(models=f'["Veo3", " {k}"]'),
+            f"{T}: models[1]: must be a model id without surrounding spaces, got a value that",
+        ),
+        (
+            lambda k: tenant(keys=key(expires_at=k)),
+            f"{K}: expires_at: must be {TIME_RULE}, got a value that looks like a key",
+        ),
+    ],
+)
+def test_a_pasted_key_is_refused_as_an_id_and_never_quoted(
+    place: Callable[[str], str], problem: str
+) -> None:
+    secret, _ = new_key("t1")
+    problems = problems_of(place(secret))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(problem), problems
+    assert secret not in problems[0]
+    assert secret[len("gmigw_") :][:8] not in problems[0]
+
+
+def test_new_key_never_echoes_a_key_given_as_the_tenant() -> None:
+    secret, _ = new_key("t1")
+    with pytest.raises(ValueError, match="must match") as caught:
+        new_key(secret)
+    assert secret not in str(caught.value)
 
 
 def test_empty_tenant_list_is_valid() -> None:
