@@ -7,16 +7,32 @@ Secrets are wrapped in :class:`Secret` so a settings object can be logged or pri
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-__all__ = ("DEFAULT_UPSTREAM_URL", "Secret", "Settings", "SettingsError")
+__all__ = (
+    "DEFAULT_UPSTREAM_URL",
+    "MAX_CONNECT_TIMEOUT",
+    "MAX_READ_TIMEOUT",
+    "Secret",
+    "Settings",
+    "SettingsError",
+)
 
 DEFAULT_UPSTREAM_URL = "https://console.gmicloud.ai/api/v1/ie/requestqueue/apikey"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SWITCHABLE_FEATURES = ("audit", "metrics")
+# A submit is sent once, never retried, under an Idempotency-Key claim that lives 120 s
+# (IDEMPOTENCY_PENDING_TTL in services/jobs.py): it must end well inside that, or a retry with
+# the same key would create, and charge, a second job.
+MAX_CONNECT_TIMEOUT = 10.0
+MAX_READ_TIMEOUT = 90.0
+_SUBMIT_BOUND = "a submit must end well inside its 120 s Idempotency-Key claim"
+# Retention becomes a Redis PEXPIRE in milliseconds, which must stay a sane finite number.
+_MAX_RETENTION_DAYS = 36500.0
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Number = TypeVar("Number", int, float)
@@ -88,7 +104,8 @@ class Settings:
         """Build settings from ``env`` (usually ``os.environ``).
 
         Besides DESIGN §8's variables it reads ``GATEWAY_MAX_BODY_BYTES`` (request body limit),
-        ``GATEWAY_UPSTREAM_CONNECT_TIMEOUT`` / ``GATEWAY_UPSTREAM_READ_TIMEOUT`` (seconds),
+        ``GATEWAY_UPSTREAM_CONNECT_TIMEOUT`` / ``GATEWAY_UPSTREAM_READ_TIMEOUT`` (seconds, at
+        most 10 / 90 so a submit ends inside its Idempotency-Key claim),
         ``GATEWAY_UPSTREAM_POOL_SIZE``, ``GATEWAY_CATALOG_TTL`` (seconds),
         ``GATEWAY_JOB_RETENTION_DAYS``, ``GATEWAY_TENANTS_POLL_SECONDS``, and for quotas
         ``GATEWAY_JOB_DEADLINE_SECONDS`` (a job not ended by then is settled as expired),
@@ -100,6 +117,9 @@ class Settings:
         upstream failures that open the circuit) and ``GATEWAY_CIRCUIT_COOLDOWN_SECONDS``;
         ``GATEWAY_FEATURES_OFF`` (comma-separated ``audit``, ``metrics``: switched off to measure
         what they cost, as the benchmark does; production leaves it unset).
+
+        Every number must be positive and finite (``nan`` or ``inf`` would stop a loop or a
+        timeout silently).
 
         Raises:
             SettingsError: naming the first invalid or missing variable.
@@ -130,11 +150,30 @@ class Settings:
             trusted_proxies=_networks(env.get("GATEWAY_TRUSTED_PROXIES", "")),
             log_level=level,
             max_body_bytes=_positive(env, "GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
-            upstream_connect_timeout=_positive(env, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT", 5.0, float),
-            upstream_read_timeout=_positive(env, "GATEWAY_UPSTREAM_READ_TIMEOUT", 30.0, float),
+            upstream_connect_timeout=_positive(
+                env,
+                "GATEWAY_UPSTREAM_CONNECT_TIMEOUT",
+                5.0,
+                float,
+                at_most=(MAX_CONNECT_TIMEOUT, _SUBMIT_BOUND),
+            ),
+            upstream_read_timeout=_positive(
+                env,
+                "GATEWAY_UPSTREAM_READ_TIMEOUT",
+                30.0,
+                float,
+                at_most=(MAX_READ_TIMEOUT, _SUBMIT_BOUND),
+            ),
             upstream_pool_size=_positive(env, "GATEWAY_UPSTREAM_POOL_SIZE", 64, int),
             catalog_ttl_seconds=_positive(env, "GATEWAY_CATALOG_TTL", 60.0, float),
-            job_retention_seconds=_positive(env, "GATEWAY_JOB_RETENTION_DAYS", 30.0, float) * 86400,
+            job_retention_seconds=_positive(
+                env,
+                "GATEWAY_JOB_RETENTION_DAYS",
+                30.0,
+                float,
+                at_most=(_MAX_RETENTION_DAYS, "100 years"),
+            )
+            * 86400,
             tenants_poll_seconds=_positive(env, "GATEWAY_TENANTS_POLL_SECONDS", 2.0, float),
             job_deadline_seconds=_positive(env, "GATEWAY_JOB_DEADLINE_SECONDS", 3600.0, float),
             ambiguous_hold_seconds=_positive(env, "GATEWAY_AMBIGUOUS_HOLD_SECONDS", 900.0, float),
@@ -167,16 +206,31 @@ def _api_key(env: Mapping[str, str]) -> Secret:
     return Secret(value.strip())
 
 
-def _positive(env: Mapping[str, str], name: str, default: Number, kind: type[Number]) -> Number:
+def _positive(
+    env: Mapping[str, str],
+    name: str,
+    default: Number,
+    kind: type[Number],
+    *,
+    at_most: tuple[Number, str] | None = None,
+) -> Number:
+    """``env[name]`` as a positive, finite number, or ``default`` when unset.
+
+    ``at_most`` is an upper bound and the reason for it, for the message. Only a value that
+    parsed as a number is quoted back: anything else may be a secret pasted in the wrong place.
+    """
     raw = env.get(name)
     if raw is None or raw == "":
         return default
+    rule = f"{name} must be a positive {'finite number' if kind is float else 'integer'}"
     try:
         value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
+        raise SettingsError(f"{rule}; the value given does not parse (not shown)") from None
+    if value <= 0 or not math.isfinite(value):  # nan <= 0 is False: isfinite catches it
+        raise SettingsError(f"{rule}, got {raw!r}")
+    if at_most is not None and value > at_most[0]:
+        raise SettingsError(f"{name} must be at most {at_most[0]:g} ({at_most[1]}), got {raw!r}")
     return value
 
 

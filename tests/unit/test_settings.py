@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import DEFAULT_UPSTREAM_URL, Settings, SettingsError
+from gateway.services.jobs import IDEMPOTENCY_PENDING_TTL
+from gateway.settings import (
+    DEFAULT_UPSTREAM_URL,
+    MAX_CONNECT_TIMEOUT,
+    MAX_READ_TIMEOUT,
+    Settings,
+    SettingsError,
+)
 
 BASE = {"GMI_API_KEY": "gmi-key-value", "GATEWAY_TENANTS_FILE": "/etc/gmi/tenants.yaml"}
 
@@ -53,6 +60,57 @@ def test_key_from_file(tmp_path: Path) -> None:
 def test_invalid_environment_names_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_TENANTS_POLL_SECONDS", "nan"),  # asyncio.sleep(nan) never returns
+        ("GATEWAY_TENANTS_POLL_SECONDS", "inf"),
+        ("GATEWAY_UPSTREAM_READ_TIMEOUT", "NaN"),
+        ("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", "nan"),
+        ("GATEWAY_JOB_RETENTION_DAYS", "nan"),
+        ("GATEWAY_JOB_RETENTION_DAYS", "1e999"),  # parses as inf
+        ("GATEWAY_JOB_DEADLINE_SECONDS", "Infinity"),
+    ],
+)
+def test_numbers_must_be_finite(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable} must be a positive finite number"):
+        Settings.from_env({**BASE, variable: value})
+
+
+def test_huge_retention_is_refused_before_it_overflows_to_infinity() -> None:
+    with pytest.raises(SettingsError, match="GATEWAY_JOB_RETENTION_DAYS must be at most 36500"):
+        Settings.from_env({**BASE, "GATEWAY_JOB_RETENTION_DAYS": "1e305"})  # * 86400 is inf
+    settings = Settings.from_env({**BASE, "GATEWAY_JOB_RETENTION_DAYS": "36500"})
+    assert settings.job_retention_seconds == 36500 * 86400
+
+
+@pytest.mark.parametrize(
+    ("variable", "attribute", "too_long", "longest"),
+    [
+        ("GATEWAY_UPSTREAM_READ_TIMEOUT", "upstream_read_timeout", "90.5", 90.0),
+        ("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", "upstream_connect_timeout", "11", 10.0),
+    ],
+)
+def test_upstream_timeouts_keep_a_submit_inside_its_idempotency_claim(
+    variable: str, attribute: str, too_long: str, longest: float
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable} must be at most .*Idempotency-Key"):
+        Settings.from_env({**BASE, variable: too_long})
+    assert getattr(Settings.from_env({**BASE, variable: str(longest)}), attribute) == longest
+
+
+def test_the_timeout_bounds_leave_room_inside_the_idempotency_claim() -> None:
+    """A submit is never retried, so one connect plus one read is its longest wait."""
+    assert MAX_CONNECT_TIMEOUT + MAX_READ_TIMEOUT <= IDEMPOTENCY_PENDING_TTL - 20
+
+
+def test_a_value_that_is_not_a_number_is_never_echoed() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**BASE, "GATEWAY_UPSTREAM_READ_TIMEOUT": "gmi-secret-value"})
+    assert "GATEWAY_UPSTREAM_READ_TIMEOUT" in str(caught.value)
+    assert "secret" not in str(caught.value)
 
 
 def test_features_can_be_switched_off_for_measuring() -> None:
