@@ -72,6 +72,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(
+                    total=_total(timeout.get("pool"), timeout.get("read")),
                     connect=timeout.get("pool"),  # waiting for a pooled connection, or a new one
                     sock_connect=timeout.get("connect"),
                     sock_read=timeout.get("read"),
@@ -85,7 +86,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             failure = httpx.ConnectError("could not connect; nothing sent", request=request)
         except aiohttp.SocketTimeoutError:
             failure = httpx.ReadTimeout("timed out waiting for the answer", request=request)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError:  # the total: the answer came, but too slowly
+            failure = httpx.ReadTimeout("the answer took too long in all", request=request)
+        except (aiohttp.ClientError, OSError) as exc:
             message = f"exchange broken after sending ({type(exc).__name__})"
             failure = httpx.RemoteProtocolError(message, request=request)
         if failure is not None:
@@ -97,3 +100,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _total(connecting: float | None, reading: float | None) -> float | None:
+    """The whole exchange's bound: ``sock_read`` bounds each wait for bytes, so an upstream
+    trickling its answer would otherwise hold a submit past its Idempotency-Key claim."""
+    return None if connecting is None or reading is None else connecting + reading

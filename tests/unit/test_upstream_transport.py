@@ -217,3 +217,24 @@ def test_proxies_come_from_the_environment_once_per_origin(
     assert transport._proxy_for(httpx.URL("https://console.example/y")) == (
         "http://proxy.internal:3128"
     )
+
+
+async def test_an_answer_trickled_past_the_whole_bound_is_ambiguous(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    """Each byte comes within the read timeout, but the whole answer would take seconds: a
+    submit must still end within connect + read (its Idempotency-Key claim counts on it)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for byte in answer(200, b"{}" * 100):
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    upstream = upstream_for((await serve(handler)).url, connect_timeout=0.2, read_timeout=0.3)
+    try:
+        with pytest.raises(UpstreamAmbiguous, match="read timed out"):
+            await upstream.submit(b"{}")
+    finally:
+        await upstream.aclose()
