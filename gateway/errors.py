@@ -8,6 +8,7 @@ it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the cl
     │   ├── InvalidJSON               400 invalid_json
     │   └── InvalidPayload            400 invalid_payload
     ├── Unauthorized                  401 unauthorized
+    │   └── ExpiredKey                401 unauthorized
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not_found
     │   └── UnknownModel              404 unknown_model
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 
 __all__ = (
     "BadRequest",
+    "ExpiredKey",
     "Forbidden",
     "GatewayError",
     "IdempotencyConflict",
@@ -79,6 +81,15 @@ class InvalidPayload(BadRequest):
 class Unauthorized(GatewayError):
     status = 401
     code = "unauthorized"
+
+
+class ExpiredKey(Unauthorized):
+    """A known key past its ``expires_at``: who still uses it is worth auditing."""
+
+    def __init__(self, tenant: str, key_id: str) -> None:
+        super().__init__(f"unauthorized: API key {key_id} expired")
+        self.tenant = tenant
+        self.key_id = key_id
 
 
 class Forbidden(GatewayError):

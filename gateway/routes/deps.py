@@ -14,7 +14,7 @@ from typing import Any
 from litestar import Request
 from litestar.openapi import ResponseSpec
 
-from gateway.errors import Forbidden, Unauthorized
+from gateway.errors import ExpiredKey, Forbidden, Unauthorized
 from gateway.services.audit_trail import AuditTrail
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
@@ -66,8 +66,13 @@ def services(request: AnyRequest) -> Services:
 def tenant_principal(request: AnyRequest) -> Principal:
     """Authenticate the bearer key as a tenant key and note who it is for the request log."""
     found = services(request)
-    principal = found.tenants.current.authenticate(_bearer_key(request), found.now())
     state = request.scope["state"]
+    try:
+        principal = found.tenants.current.authenticate(_bearer_key(request), found.now())
+    except ExpiredKey as expired:  # the trail shows who still uses a rotated-out key
+        state["tenant"] = expired.tenant
+        state["key_id"] = expired.key_id
+        raise
     state["tenant"] = principal.tenant.id
     state["key_id"] = principal.key_id
     return principal

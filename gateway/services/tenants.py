@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from gateway.errors import Unauthorized
+from gateway.errors import ExpiredKey, Unauthorized
 
 __all__ = (
     "LIMIT_NAMES",
@@ -180,7 +180,7 @@ class TenantsConfig:
             raise Unauthorized(_INVALID_KEY)
         tenant, key = found
         if key.expires_at is not None and now >= key.expires_at:
-            raise Unauthorized(f"unauthorized: API key {key.id} expired")
+            raise ExpiredKey(tenant.id, key.id)
         return Principal(tenant, key.id)
 
     def authenticate_admin(self, presented_key: str) -> Admin:

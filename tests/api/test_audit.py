@@ -198,3 +198,26 @@ def test_a_tenant_key_refused_on_an_admin_route_is_in_that_tenants_trail(
         assert other.post("/admin/reload").status_code == 403
         found = events(other, "/v1/audit", 1)
     assert [(e["status"], e["tenant"], e["key_id"]) for e in found] == [(403, "other", "o-k")]
+
+
+def test_an_expired_key_is_in_its_tenants_trail(sim: ServerProcess, tmp_path: Path) -> None:
+    """Who still uses a rotated-out key is what an operator needs to know (DESIGN §6)."""
+    old_key = "audit-expired-key-0123456789"
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(
+        "tenants:\n"
+        f'  - {{id: rotated, keys: [{{id: r-old, sha256: "{sha(old_key)}",'
+        ' expires_at: "2020-01-01T00:00:00Z"}], models: ["*"]}\n'
+        f'admins: [{{id: ops, sha256: "{sha(KEYS["admin"])}"}}]\n'
+    )
+    server = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants, name="rotated"
+    )
+    try:
+        headers = {"Authorization": f"Bearer {old_key}"}
+        assert httpx.get(f"{server.url}{MIRROR}/models", headers=headers).status_code == 401
+        with as_tenant(server, "admin") as admin:
+            found = events(admin, "/admin/audit", 1, tenant="rotated")
+    finally:
+        server.stop()
+    assert [(e["status"], e["tenant"], e["key_id"]) for e in found] == [(401, "rotated", "r-old")]
