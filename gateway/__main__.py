@@ -16,15 +16,15 @@ from granian import Granian
 from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 
+from gateway.audit import AUDIT_SHUTDOWN_SECONDS
 from gateway.log import configure_logging
 from gateway.services.tenants import TenantConfigError, load_tenants, new_key
 from gateway.settings import Settings, SettingsError
 
-__all__ = ("main",)
+__all__ = ("drain_seconds", "main")
 
 DEFAULT_PORT = 8080
 DEFAULT_SIM_PORT = 8081
-DRAIN_SECONDS = 20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +108,13 @@ def _in_process(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def drain_seconds(settings: Settings) -> int:
+    """How long a stopping worker may take: a request in flight gets its whole upstream time
+    (a submit cut short would be charged and never recorded), then the audit flush its own."""
+    upstream = settings.upstream_connect_timeout + settings.upstream_read_timeout
+    return math.ceil(upstream + AUDIT_SHUTDOWN_SECONDS)
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(os.environ)
@@ -133,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=LogLevels(settings.log_level),
         # Granian's own records go to the root logger: the same redacted JSON lines as ours.
         log_dictconfig={"handlers": {}, "loggers": {"_granian": {"propagate": True}}},
-        workers_kill_timeout=DRAIN_SECONDS,
+        workers_kill_timeout=drain_seconds(settings),
     ).serve()
     return 0
 

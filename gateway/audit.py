@@ -27,6 +27,7 @@ import structlog
 from gateway import metrics
 
 __all__ = (
+    "AUDIT_SHUTDOWN_SECONDS",
     "AuditEvent",
     "AuditLog",
     "AuditNote",
@@ -40,7 +41,7 @@ __all__ = (
 AUDIT_BUFFER = 10_000
 MAX_PROMPT_TEXT = 4_000  # Kling's limit is 2,500; container runtimes split lines at 16 KiB
 AUDIT_BATCH = 256
-AUDIT_SHUTDOWN_SECONDS = 5.0  # for a store that hangs: a part of the 20 s granian gives workers
+AUDIT_SHUTDOWN_SECONDS = 5.0  # for a store that hangs; serve's drain leaves this much for it
 
 # The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
 _log = structlog.wrap_logger(

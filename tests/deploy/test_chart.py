@@ -10,8 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.__main__ import DEFAULT_PORT
+from gateway.__main__ import DEFAULT_PORT, drain_seconds
 from gateway.routes.ops import HEALTH_PATH, METRICS_PATH, READY_PATH
+from gateway.settings import Secret, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "gmi-gateway"
@@ -134,7 +135,7 @@ def test_pods_are_locked_down() -> None:
     assert all("subPath" not in m for m in main["volumeMounts"])  # secret updates reach the pod
     grace = pod["terminationGracePeriodSeconds"]
     sleep = int(main["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert grace >= sleep + 25  # preStop, then the gateway's 20 s drain, and 5 s to spare
+    assert grace >= sleep + drain_seconds(Settings(upstream_api_key=Secret("x"))) + 5
 
 
 @pytest.mark.parametrize(
@@ -142,13 +143,18 @@ def test_pods_are_locked_down() -> None:
     [
         ({"replicaCount": 2}, "more than one replica needs redis"),
         ({"autoscaling": {"enabled": True}}, "more than one replica needs redis"),
-        ({"preStopSleepSeconds": 25}, "terminationGracePeriodSeconds must be at least"),
+        ({"preStopSleepSeconds": 10}, "terminationGracePeriodSeconds must be at least 55"),
+        (
+            {"gateway": {"extraEnv": {"GATEWAY_UPSTREAM_READ_TIMEOUT": "60.5"}}},
+            "terminationGracePeriodSeconds must be at least 81",
+        ),
     ],
 )
 def test_settings_that_would_misbehave_are_refused(values: dict[str, Any], reason: str) -> None:
     with pytest.raises(helm_python.HelmError, match=reason):
         render({**REQUIRED, **values})
-    render({**REQUIRED, **values, "redis": {"url": "redis://r:6379/0"}, "preStopSleepSeconds": 5})
+    render({**REQUIRED, **values, "redis": {"url": "redis://r:6379/0"}, "preStopSleepSeconds": 5,
+            "terminationGracePeriodSeconds": 81})  # fmt: skip
 
 
 def test_selectors_are_stable_across_versions() -> None:

@@ -56,7 +56,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (or (gt (int $replicas) 1) .Values.autoscaling.enabled) (not (or .Values.redis.url .Values.redis.existingSecret)) }}
 {{- fail "more than one replica needs redis.url or redis.existingSecret: without Redis each pod keeps its own jobs and quotas, so polls fail on the other pods and every limit multiplies" }}
 {{- end }}
-{{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.preStopSleepSeconds) 25) }}
-{{- fail "terminationGracePeriodSeconds must be at least preStopSleepSeconds + 25: after the preStop sleep the gateway takes up to 20 s to drain requests and flush its audit trail" }}
+{{- $env := .Values.gateway.extraEnv | default dict }}
+{{- $connect := get $env "GATEWAY_UPSTREAM_CONNECT_TIMEOUT" | default "5" | float64 | ceil | int }}
+{{- $read := get $env "GATEWAY_UPSTREAM_READ_TIMEOUT" | default "30" | float64 | ceil | int }}
+{{- $needed := add .Values.preStopSleepSeconds $connect $read 10 }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "terminationGracePeriodSeconds must be at least %d: preStopSleepSeconds, then the gateway's drain (each request in flight gets the upstream connect + read timeout, %d s; the audit flush 5 s), and 5 s to spare" (int $needed) (add $connect $read)) }}
 {{- end }}
 {{- end }}
