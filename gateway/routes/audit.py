@@ -9,7 +9,13 @@ from typing import Any
 from litestar import Request, Router, get
 
 from gateway.errors import BadRequest
-from gateway.routes.deps import documented, query_count, services, tenant_principal
+from gateway.routes.deps import (
+    documented,
+    note_ratelimit,
+    query_count,
+    services,
+    tenant_principal,
+)
 from gateway.schemas import AuditPage, ErrorBody
 from gateway.services.audit_trail import AuditFilter
 
@@ -74,8 +80,10 @@ def _moment(raw: str | None, name: str) -> datetime | None:
 async def own_audit(request: AnyRequest) -> dict[str, Any]:
     """Your own audit events, newest first; pass ``next_cursor`` back as ``cursor``."""
     principal = tenant_principal(request)
+    found = services(request)
+    note_ratelimit(request, await found.quotas.peek(principal.tenant))  # a 400 carries them too
     limit, cursor = page_params(request)
-    return await services(request).audit.query(principal.tenant.id, limit=limit, cursor=cursor)
+    return await found.audit.query(principal.tenant.id, limit=limit, cursor=cursor)
 
 
 audit_router = Router(path="/v1", route_handlers=[own_audit], tags=["tenant"])

@@ -19,7 +19,14 @@ from litestar.openapi.spec import (
 )
 from litestar.params import FromPath
 
-from gateway.errors import BadRequest, NotFound, UnknownModel
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    NotFound,
+    QuotaExceeded,
+    StoreUnavailable,
+    UnknownModel,
+)
 from gateway.routes.deps import (
     documented,
     header,
@@ -149,10 +156,16 @@ class _SubmitOperation(Operation):
 async def submit_request(request: AnyRequest) -> Reply:
     """Submit a job; the payload is validated against the model's schema before it is sent."""
     principal = tenant_principal(request)
-    body = await request.body()
-    key = header(request, b"idempotency-key")
-    result = await services(request).jobs.submit(principal, body, key)
-    note_ratelimit(request, result.decision)
+    found = services(request)
+    try:
+        body = await request.body()
+        result = await found.jobs.submit(principal, body, header(request, b"idempotency-key"))
+    except (QuotaExceeded, StoreUnavailable):
+        raise  # a 429 names its own limit; a store that is down cannot say
+    except GatewayError:  # refused before or after the reservation: the current state
+        note_ratelimit(request, await found.quotas.peek(principal.tenant))
+        raise
+    note_ratelimit(request, result.decision or await found.quotas.peek(principal.tenant))
     replayed = ((b"idempotent-replayed", b"true"),) if result.replayed else ()
     return Reply(result.body, status=result.status, headers=replayed)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, Router, get
 
-from gateway.routes.deps import documented, services, tenant_principal
+from gateway.routes.deps import documented, note_ratelimit, services, tenant_principal
 from gateway.schemas import ErrorBody, UsageBody
 
 __all__ = ("usage_router",)
@@ -21,7 +21,9 @@ async def usage(request: AnyRequest) -> dict[str, Any]:
     A limit that is ``null`` is not configured (unlimited).
     """
     principal = tenant_principal(request)
-    return await services(request).quotas.usage(principal.tenant)
+    quotas = services(request).quotas
+    note_ratelimit(request, await quotas.peek(principal.tenant))
+    return await quotas.usage(principal.tenant)
 
 
 usage_router = Router(path="/v1", route_handlers=[usage], tags=["tenant"])

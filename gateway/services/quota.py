@@ -20,7 +20,7 @@ from gateway import metrics
 from gateway.audit import AuditEvent, AuditLog
 from gateway.errors import QuotaExceeded, StoreUnavailable
 from gateway.services.payload import DEFAULT_VIDEO_SECONDS
-from gateway.services.tenants import Tenant
+from gateway.services.tenants import Limits, Tenant
 from gateway.store import Store, StoreError
 from gateway.store.base import (
     MAX_CONCURRENT_JOBS,
@@ -58,6 +58,7 @@ _CODES = {
     VIDEO_SECONDS_PER_DAY: "budget_exhausted",
     VIDEO_SECONDS_PER_MONTH: "budget_exhausted",
 }
+_UNLIMITED = Limits()
 _REFUNDED_STATUSES = frozenset({"failed", "cancelled", "expired"})
 _SETTLEMENT_OUTCOMES = {"success": "charged", "expired": "expired"}
 
@@ -192,6 +193,23 @@ class Quotas:
                 video_seconds_refunded=settled.refunded,
             )
         return settled
+
+    async def peek(self, tenant: Tenant) -> Decision | None:
+        """Every limit's state, spending nothing: the RateLimit headers of a response that
+        decided nothing (a refused body, a replay, the usage and audit routes). ``None`` when
+        the tenant has no limits, or the store cannot say (the answer goes out without them)."""
+        if tenant.limits == _UNLIMITED:
+            return None
+        try:
+            states, _ = await self._store.usage(
+                tenant.id,
+                _submit_limits(tenant),
+                tenant.limits.reads_per_minute,
+                self.charge_for(DEFAULT_VIDEO_SECONDS),
+            )
+        except StoreError:
+            return None
+        return Decision(True, states)
 
     async def usage(self, tenant: Tenant) -> dict[str, Any]:
         """The tenant's limits, use, what remains and when it resets, and its jobs in flight."""

@@ -156,6 +156,36 @@ def test_reads_per_minute_applies_to_every_read(replicas: list[ServerProcess]) -
     assert refused.json()["code"] == "rate_limited"
 
 
+def test_every_tenant_response_carries_the_ratelimit_headers(
+    replicas: list[ServerProcess], shared_redis: RedisServer, sim_control: SimControl
+) -> None:
+    """DESIGN §4, on answers that decided no limit: refused bodies, unknown models, upstream
+    failures, replays, and the usage and audit routes."""
+    shared_redis.flush()
+    policy = '"video_seconds_per_day";q=50;w=86400'
+    with client(replicas[0], "budget") as budget:
+        replay_key = {"Idempotency-Key": "headers-1"}
+        answers = {
+            "bad body": budget.post("/requests", content=b"{not json"),
+            "unknown model": budget.post("/requests", json={"model": "nope", "payload": {}}),
+            "bad payload": budget.post("/requests", json={"model": MODEL, "payload": {}}),
+            "submitted": budget.post("/requests", json=body("x"), headers=replay_key),
+            "replayed": budget.post("/requests", json=body("x"), headers=replay_key),
+        }
+        sim_control.fault("POST /requests", status=500, rate=1.0)
+        answers["upstream refused"] = budget.post("/requests", json=body("y"))
+        sim_control.clear_faults()
+        root = replicas[0].url
+        answers["usage"] = budget.get(f"{root}/v1/usage")
+        answers["audit"] = budget.get(f"{root}/v1/audit")
+        answers["bad audit query"] = budget.get(f"{root}/v1/audit", params={"limit": "0"})
+    for name, answer in answers.items():
+        assert answer.headers.get_list("ratelimit-policy") == [policy], name
+        assert answer.headers["ratelimit"].startswith('"video_seconds_per_day";r='), name
+    assert answers["replayed"].headers["idempotent-replayed"] == "true"
+    assert answers["usage"].headers["ratelimit"].startswith('"video_seconds_per_day";r=45;')
+
+
 def test_failed_job_is_refunded_exactly_once_whoever_sees_it(
     replicas: list[ServerProcess],
 ) -> None:
