@@ -43,6 +43,7 @@ KLING_PARAMETERS = msgspec.json.decode(
         {"prompt": "a fox", "cfg_scale": 1.0},
         {"prompt": "a fox", "cfg_scale": "0.7"},
         {"prompt": "a fox", "negative_prompt": ""},
+        {"prompt": "a fox", "duration": "", "aspect_ratio": ""},  # the simulator takes them too
         {"prompt": "x" * 2500, "negative_prompt": "y" * 2500},
         {"prompt": "a fox", "image": "https://example.test/ignored.png"},
         {"prompt": "a fox", "some_future_key": {"nested": True}},
@@ -144,6 +145,7 @@ VEO_PARAMETERS = (
         ({"duration": "10", "durationSeconds": "1"}, KLING_PARAMETERS, 10),
         ({"duration": "1"}, (ParameterSpec(name="prompt"),), 5),
         ({"duration": True}, KLING_PARAMETERS, 5),
+        ({"durationSeconds": ""}, VEO_PARAMETERS, 8),
     ],
 )
 def test_cost_is_the_duration_the_model_declares(
