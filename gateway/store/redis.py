@@ -40,9 +40,14 @@ Arg = bytes | str | int | float
 _ReadGroup = tuple[str, int, float]  # tenant, reads per minute (0: unlimited), refresh ttl
 
 
-def _script(client: aioredis.Redis, name: str) -> AsyncScript:
-    source = files("gateway.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-    return client.register_script(source)
+def _script(client: aioredis.Redis, name: str, *, rates: bool = False) -> AsyncScript:
+    """A Lua script of ``lua/``; with ``rates``, behind the GCRA they share (``gcra.lua``)."""
+    source = _lua(name)
+    return client.register_script(_lua("gcra") + source if rates else source)
+
+
+def _lua(name: str) -> str:
+    return files("gateway.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 class RedisStore(Store):
@@ -69,12 +74,12 @@ class RedisStore(Store):
         self._add_job = _script(client, "add_job")
         self._update_job = _script(client, "update_job")
         self._list_jobs = _script(client, "list_jobs")
-        self._begin_submit = _script(client, "begin_submit")
+        self._begin_submit = _script(client, "begin_submit", rates=True)
         self._release = _script(client, "release")
         self._settle = _script(client, "settle")
         self._lease = _script(client, "lease")
         self._claim = _script(client, "claim")
-        self._reads_script = _script(client, "reads")
+        self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script

@@ -1,15 +1,14 @@
 -- Claim the Idempotency-Key, if any; unless it is taken, check every submit limit and, only if
 -- all pass, consume them all and claim the key (gateway/store/limits.py holds the same
 -- arithmetic; decide_submit re-derives the decision from what this returns).
--- KEYS[1] submit rate (a stored TAT, see limits.py), KEYS[2] slots, KEYS[3] day budget,
--- KEYS[4] month budget, KEYS[5] the key's claim hash (absent: no key)
+-- gcra.lua comes first. KEYS[1] submit rate (a stored TAT, see limits.py), KEYS[2] slots,
+-- KEYS[3] day budget, KEYS[4] month budget, KEYS[5] the key's claim hash (absent: no key)
 -- ARGV[1] now µs, ARGV[2] now s, ARGV[3] token, ARGV[4] cost, ARGV[5] rate limit (0: none),
 -- ARGV[6] concurrency limit, ARGV[7] day limit, ARGV[8] month limit, ARGV[9] hold until s,
 -- ARGV[10] day ends s, ARGV[11] month ends s, ARGV[12] fingerprint, ARGV[13] claim ttl s
 -- Returns {outcome} or {'done', status, body} for a key that is taken, else
 -- {outcome ('new', or '' without a key), violated, remaining, reset µs, retry µs, stored TAT,
 -- slots in use, day used, month used}.
-local WINDOW = 60000000
 local now_us = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local claim = KEYS[5]
@@ -26,41 +25,17 @@ local rate_limit = tonumber(ARGV[5])
 local violated = false
 local new_us = 0
 
--- A stored TAT as whole µs and a remainder in 1/limit µs, never earlier than now (limits.py's
--- _tat_parts: negative is this format, non-negative the previous release's plain µs).
-local function tat_parts(stored, limit)
-  if not stored then return now_us, 0 end
-  local us, rem = tonumber(stored), 0
-  if string.sub(stored, 1, 1) == '-' then
-    us, rem = tonumber(string.sub(stored, 2, -8)), tonumber(string.sub(stored, -7))
-  end
-  if rem >= limit then us, rem = us + 1, 0 end
-  if us < now_us then return now_us, 0 end
-  return us, rem
-end
-
--- Every number below stays under 2^53, so it is exact, and so are floor and ceil of the
--- quotients taken (their fractional parts, when not 0, are far above a double's rounding).
 local stored, remaining, reset_us, retry_us = '0', 0, 0, 0
 if rate_limit > 0 then
-  local us, rem = tat_parts(redis.call('GET', KEYS[1]), rate_limit)
-  local next_us = us + math.floor(WINDOW / rate_limit)
-  local next_rem = rem + WINDOW % rate_limit
-  if next_rem >= rate_limit then next_us, next_rem = next_us + 1, next_rem - rate_limit end
-  local ahead = next_us - now_us
-  if ahead > WINDOW or (ahead == WINDOW and next_rem > 0) then
-    violated = true
-    retry_us = ahead - WINDOW + (next_rem > 0 and 1 or 0)
-    reset_us = retry_us
-    stored = string.format('-%d%07d', us, rem)
+  local us, rem = tat_parts(redis.call('GET', KEYS[1]), rate_limit, now_us)
+  local allowed, next_us, next_rem, left, wait = gcra_take(us, rem, rate_limit, now_us)
+  if allowed then
+    remaining, reset_us = left, wait
+    stored, new_us = stored_tat(next_us, next_rem), next_us
   else
-    local backlog = ahead * rate_limit + next_rem
-    remaining = math.floor((WINDOW * rate_limit - backlog) / WINDOW)
-    if remaining == 0 then
-      reset_us = math.ceil((backlog + WINDOW - WINDOW * rate_limit) / rate_limit)
-    end
-    stored = string.format('-%d%07d', next_us, next_rem)
-    new_us = next_us
+    violated = true
+    retry_us, reset_us = wait, wait
+    stored = stored_tat(us, rem)
   end
 end
 
