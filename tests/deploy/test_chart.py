@@ -143,6 +143,10 @@ def test_pods_are_locked_down() -> None:
     [
         ({"replicaCount": 2}, "more than one replica needs redis"),
         ({"autoscaling": {"enabled": True}}, "more than one replica needs redis"),
+        (
+            {"autoscaling": {"enabled": True}, "redis": {"url": "redis://r:6379/0"}},
+            "autoscaling needs resources.requests.cpu",
+        ),
         ({"preStopSleepSeconds": 10}, "terminationGracePeriodSeconds must be at least 55"),
         (
             {"gateway": {"extraEnv": {"GATEWAY_UPSTREAM_READ_TIMEOUT": "60.5"}}},
@@ -153,8 +157,20 @@ def test_pods_are_locked_down() -> None:
 def test_settings_that_would_misbehave_are_refused(values: dict[str, Any], reason: str) -> None:
     with pytest.raises(helm_python.HelmError, match=reason):
         render({**REQUIRED, **values})
-    render({**REQUIRED, **values, "redis": {"url": "redis://r:6379/0"}, "preStopSleepSeconds": 5,
-            "terminationGracePeriodSeconds": 81})  # fmt: skip
+    fixed = {
+        "redis": {"url": "redis://r:6379/0"},
+        "preStopSleepSeconds": 5,
+        "terminationGracePeriodSeconds": 81,
+        "resources": {"requests": {"cpu": "1"}},
+    }
+    render({**REQUIRED, **values, **fixed})
+
+
+def test_a_redis_url_never_goes_through_extra_env() -> None:
+    """It may hold a password, and extraEnv lands in a ConfigMap: redis.* is the way."""
+    leaky = {"gateway": {"extraEnv": {"GATEWAY_REDIS_URL": "redis://:hunter2@r:6379/0"}}}
+    report = helm_python.lint(str(CHART), {**REQUIRED, **leaky})
+    assert report["errors"] or any(m["severity"] > 2 for m in report["messages"])
 
 
 def test_selectors_are_stable_across_versions() -> None:

@@ -56,6 +56,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (or (gt (int $replicas) 1) .Values.autoscaling.enabled) (not (or .Values.redis.url .Values.redis.existingSecret)) }}
 {{- fail "more than one replica needs redis.url or redis.existingSecret: without Redis each pod keeps its own jobs and quotas, so polls fail on the other pods and every limit multiplies" }}
 {{- end }}
+{{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
+{{- fail "autoscaling needs resources.requests.cpu: the HorizontalPodAutoscaler scales on CPU utilisation, a share of that request" }}
+{{- end }}
 {{- $env := .Values.gateway.extraEnv | default dict }}
 {{- $connect := get $env "GATEWAY_UPSTREAM_CONNECT_TIMEOUT" | default "5" | float64 | ceil | int }}
 {{- $read := get $env "GATEWAY_UPSTREAM_READ_TIMEOUT" | default "30" | float64 | ceil | int }}
