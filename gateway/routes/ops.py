@@ -24,7 +24,8 @@ AnyRequest = Request[Any, Any, Any]
 @get(METRICS_PATH, tags=["operations"], include_in_schema=False)
 async def metrics_endpoint() -> Response[bytes]:
     """Prometheus text exposition (every worker's metrics when several run)."""
-    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE_LATEST)
+    # As a header: as media_type, Litestar would add a second "; charset=utf-8".
+    return Response(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
 
 
 @get(HEALTH_PATH, tags=["operations"])
