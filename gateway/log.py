@@ -294,7 +294,11 @@ def client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> str | None:
         value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
     )
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-        if not _is_trusted(hop, trusted):
+        try:
+            ip = ipaddress.ip_address(hop)
+        except ValueError:  # not an address: nothing from here on can be believed
+            return address
+        if not any(ip in network for network in trusted):
             return hop
     return address
 

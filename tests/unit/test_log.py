@@ -33,6 +33,7 @@ def scope(peer: str, forwarded: str | None = None) -> dict[str, Any]:
         ("10.1.2.3", "10.4.4.4", PROXIES, "10.1.2.3"),  # nothing untrusted: the peer
         ("10.1.2.3", "198.51.100.7", (), "10.1.2.3"),  # no trusted proxies configured
         ("10.1.2.3", "not-an-ip, 198.51.100.7", PROXIES, "198.51.100.7"),
+        ("10.1.2.3", "198.51.100.7, " + "x" * 3000, PROXIES, "10.1.2.3"),  # never garbage
     ],
 )
 def test_client_address(
