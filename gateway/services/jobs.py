@@ -124,7 +124,8 @@ class Jobs:
             _check_idempotency_key(idempotency_key)
             fingerprint = _fingerprint(submission.model, submission.payload)
             claim = Idempotency(idempotency_key, fingerprint, IDEMPOTENCY_PENDING_TTL)
-        charge = self._quotas.charge_for(video_seconds(submission.payload, entry.parameters))
+        seconds = video_seconds(submission.payload, entry.parameters)
+        charge = self._quotas.charge_for(tenant.video_cost(submission.model, seconds))
         start = await self._quotas.begin_submit(tenant, charge, claim)
         if start.decision is None:  # the key was used before
             assert start.claim is not None

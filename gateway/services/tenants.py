@@ -12,12 +12,14 @@ reaches audit records, metric labels or ``/admin/tenants``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, NoReturn
 
@@ -63,7 +65,9 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
 )
-_TOP_FIELDS = ("tenants", "admins")
+_TOP_FIELDS = ("tenants", "admins", "model_weights")
+_MAX_WEIGHT = 1000
+_NO_WEIGHTS: Mapping[str, Fraction] = MappingProxyType({})
 _TENANT_FIELDS = ("id", "keys", "models", "limits", "audit")
 _KEY_FIELDS = ("id", "sha256", "expires_at")
 _ADMIN_FIELDS = ("id", "sha256")
@@ -110,10 +114,18 @@ class Tenant:
     models: frozenset[str] | None  # None: every model ("*")
     limits: Limits
     store_prompts: bool = False
+    # The file's table, shared by every tenant (a factory: dataclasses refuse a mapping default).
+    model_weights: Mapping[str, Fraction] = field(default_factory=lambda: _NO_WEIGHTS)
 
     def allows_model(self, model_id: str) -> bool:
         """Whether this tenant may see and use ``model_id`` (ids compare case-sensitively)."""
         return self.models is None or model_id in self.models
+
+    def video_cost(self, model_id: str, seconds: int) -> int:
+        """What ``seconds`` of ``model_id`` take from the video budgets: the seconds times the
+        model's weight (1 unless ``model_weights`` says otherwise), rounded up."""
+        weight = self.model_weights.get(model_id)
+        return seconds if weight is None else math.ceil(seconds * weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +345,7 @@ class _Parser:
         self.problems: list[str] = []
         self.ids: dict[str, str] = {}  # key and admin ids -> where first seen
         self.hashes: dict[str, str] = {}  # sha256 -> where first seen
+        self.weights: Mapping[str, Fraction] = _NO_WEIGHTS
 
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{where}: {message}")
@@ -348,6 +361,7 @@ class _Parser:
                 [f"{self.source}: must be a mapping with a 'tenants' list ({shown})"]
             )
         self.unknown(self.source, document, _TOP_FIELDS)
+        self.weights = self.model_weights(document.get("model_weights"))
         raw_tenants = document.get("tenants")
         if not isinstance(raw_tenants, list):
             self.problem(self.source, "tenants: required, a list (it may be empty: [])")
@@ -400,7 +414,7 @@ class _Parser:
         store_prompts = self.audit(where, raw.get("audit"))
         if not tenant_id:
             return None
-        return Tenant(tenant_id, keys, models, limits, store_prompts)
+        return Tenant(tenant_id, keys, models, limits, store_prompts, self.weights)
 
     def keys(self, where: str, raw: Any) -> tuple[TenantKey, ...]:
         if not isinstance(raw, list) or not raw:
@@ -503,6 +517,29 @@ class _Parser:
                 self.problem(where, 'models: "*" means every model and cannot be mixed with ids')
             return None
         return frozenset(m for m in raw if isinstance(m, str))
+
+    def model_weights(self, raw: Any) -> Mapping[str, Fraction]:
+        """``{model id: weight}``: a model's video seconds cost that many budget seconds."""
+        if raw is None:
+            return _NO_WEIGHTS
+        if not isinstance(raw, dict):
+            self.problem(self.source, f"model_weights: must be a mapping, got {_shown(raw)}")
+            return _NO_WEIGHTS
+        weights: dict[str, Fraction] = {}
+        for model, value in raw.items():
+            where = f"model_weights.{_shown(model)}"
+            if not isinstance(model, str) or not model:
+                self.problem(self.source, f"{where}: a model id must be a non-empty string")
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= _MAX_WEIGHT
+            ):
+                message = f"must be a number above 0 and at most {_MAX_WEIGHT}, got {_shown(value)}"
+                self.problem(self.source, f"{where}: {message}")
+            else:
+                weights[model] = Fraction(str(value))  # 0.3 is 3/10, not 0.299999…
+        return MappingProxyType(weights)
 
     def limits(self, where: str, raw: Any) -> Limits:
         if raw is None:

@@ -48,6 +48,7 @@ def tenants_file(path: Path) -> Path:
             '    models: ["*"]',
             f"    limits: {{{limits}}}",
         ]
+    lines.append("model_weights: {Veo3: 2.5}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -184,6 +185,18 @@ def test_every_tenant_response_carries_the_ratelimit_headers(
         assert answer.headers["ratelimit"].startswith('"video_seconds_per_day";r='), name
     assert answers["replayed"].headers["idempotent-replayed"] == "true"
     assert answers["usage"].headers["ratelimit"].startswith('"video_seconds_per_day";r=45;')
+
+
+def test_a_weighted_model_costs_its_seconds_times_its_weight(
+    replicas: list[ServerProcess], shared_redis: RedisServer
+) -> None:
+    shared_redis.flush()
+    veo = {"model": "Veo3", "payload": {"prompt": "a heron [sim:stuck]", "durationSeconds": "4"}}
+    with client(replicas[0], "idem") as idem:
+        assert idem.post("/requests", json=veo).status_code == 200
+        assert idem.post("/requests", json=body()).status_code == 200  # Kling: no weight
+        usage = idem.get(f"{replicas[0].url}/v1/usage").json()
+    assert usage["limits"]["video_seconds_per_day"]["used"] == 4 * 2.5 + 5
 
 
 def test_failed_job_is_refunded_exactly_once_whoever_sees_it(

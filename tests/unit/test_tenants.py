@@ -146,7 +146,7 @@ K = f"{T}: keys[0] (k1)"
         ("tenants: []\nadmins: ops", "<tenants>: admins: must be a list, got 'ops'"),
         (
             "tenants: []\nwebhooks: []",
-            "<tenants>: unknown field 'webhooks' (known: tenants, admins)",
+            "<tenants>: unknown field 'webhooks' (known: tenants, admins, model_weights)",
         ),
         # a tenant
         ("tenants: [web]", "tenants[0]: must be a mapping, got 'web'"),
@@ -516,3 +516,29 @@ def test_new_key_entry_pastes_into_a_file_and_authenticates() -> None:
 def test_new_key_rejects_a_bad_tenant_id(bad: str) -> None:
     with pytest.raises(ValueError, match="must match"):
         new_key(bad)
+
+
+def test_model_weights_scale_the_video_cost_exactly() -> None:
+    config = parse_tenants(GOOD + "model_weights: {Veo3: 2.5, cheap: 0.3}\n")
+    tenant = config.tenants["studio-web"]
+    assert tenant.video_cost("Veo3", 8) == 20
+    assert tenant.video_cost("cheap", 10) == 3  # 0.3 is 3/10, not a float just above it
+    assert tenant.video_cost("cheap", 5) == 2  # 1.5, rounded up
+    assert tenant.video_cost("Kling-Text2Video-V2-Master", 5) == 5  # no weight: 1
+    assert config.tenants["mobile"].video_cost("Veo3", 4) == 10  # one table for every tenant
+
+
+@pytest.mark.parametrize(
+    ("weights", "problem"),
+    [
+        ("[2]", "model_weights: must be a mapping, got [2]"),
+        ("{Veo3: 0}", "model_weights.'Veo3': must be a number above 0 and at most 1000, got 0"),
+        ("{Veo3: true}", "model_weights.'Veo3': must be a number above 0"),
+        ("{Veo3: '2'}", "model_weights.'Veo3': must be a number above 0"),
+        ("{Veo3: 1001}", "at most 1000, got 1001"),
+        ("{'': 2}", "a model id must be a non-empty string"),
+    ],
+)
+def test_bad_model_weights_are_named(weights: str, problem: str) -> None:
+    found = problems_of(GOOD + f"model_weights: {weights}\n")
+    assert any(problem in line for line in found), found
