@@ -155,6 +155,7 @@ def create_app(
                 backend.write_back(1.0),
             ):
                 stack.push_async_callback(_cancel, asyncio.create_task(background))
+            metrics.forget_dead_workers()
             _log.info("gateway_started", tenants=len(registry.current.tenants))
             # Everything built so far lives as long as the process: moved out of the collector's
             # reach, full collections stop scanning it. Measured: p99 at full load 23 -> 6 ms.

@@ -9,6 +9,7 @@ upstream catalog offers, and fixed enums. With several worker processes
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +40,7 @@ __all__ = (
     "VIDEO_SECONDS_CHARGED",
     "VIDEO_SECONDS_REFUNDED",
     "exposition",
+    "forget_dead_workers",
     "status_class",
     "switch_off",
 )
@@ -165,3 +167,29 @@ def exposition() -> bytes:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges of worker processes that are gone (multiprocess mode only).
+
+    A worker that crashed never says so, and its last ``gmigw_jobs_in_flight`` and circuit
+    state would be summed into every scrape; a worker calls this when it starts, which is also
+    when granian replaces a crashed one.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rsplit("_", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
