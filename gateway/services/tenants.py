@@ -52,8 +52,8 @@ LIMIT_NAMES = (
 KEY_PREFIX = "gmigw_"
 # Limits end up as Lua numbers (doubles) in the store: keep them exactly representable.
 _MAX_LIMIT = 2**53 - 1
-# Rates become a GCRA emission interval of 60 s / rate in whole microseconds, which is zero
-# above 60 million a minute; a million a minute keeps it at 60 µs and is beyond any real tenant.
+# The exact GCRA (store/limits.py) holds rates below its TAT_SCALE, 10 million a minute; a
+# million a minute is beyond any real tenant.
 _MAX_RATE = 1_000_000
 _RATE_NAMES = ("submits_per_minute", "reads_per_minute")
 # A DNS label: tenant ids become Redis hash tags, metric labels and Kubernetes-friendly names.
