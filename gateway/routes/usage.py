@@ -21,9 +21,9 @@ async def usage(request: AnyRequest) -> dict[str, Any]:
     A limit that is ``null`` is not configured (unlimited).
     """
     principal = tenant_principal(request)
-    quotas = services(request).quotas
-    note_ratelimit(request, await quotas.peek(principal.tenant))
-    return await quotas.usage(principal.tenant)
+    body, limits = await services(request).quotas.usage_and_limits(principal.tenant)
+    note_ratelimit(request, limits)  # from the same store read
+    return body
 
 
 usage_router = Router(path="/v1", route_handlers=[usage], tags=["tenant"])

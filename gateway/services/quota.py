@@ -196,38 +196,40 @@ class Quotas:
 
     async def peek(self, tenant: Tenant) -> Decision | None:
         """Every limit's state, spending nothing: the RateLimit headers of a response that
-        decided nothing (a refused body, a replay, the usage and audit routes). ``None`` when
-        the tenant has no limits, or the store cannot say (the answer goes out without them)."""
+        decided nothing (a refused body, a replay, the audit route). ``None`` when the tenant
+        has no limits, or the store cannot say (the answer goes out without them)."""
         if tenant.limits == _UNLIMITED:
             return None
         try:
-            states, _ = await self._store.usage(
-                tenant.id,
-                _submit_limits(tenant),
-                tenant.limits.reads_per_minute,
-                self.charge_for(DEFAULT_VIDEO_SECONDS),
-            )
+            states, _ = await self._states(tenant)
         except StoreError:
             return None
         return Decision(True, states)
 
     async def usage(self, tenant: Tenant) -> dict[str, Any]:
         """The tenant's limits, use, what remains and when it resets, and its jobs in flight."""
+        body, _ = await self.usage_and_limits(tenant)
+        return body
+
+    async def usage_and_limits(self, tenant: Tenant) -> tuple[dict[str, Any], Decision | None]:
+        """``usage`` and, from the same store read, what ``peek`` would say."""
         now = self._clock()
-        states, in_flight = await _unavailable_on_error(
-            self._store.usage(
-                tenant.id,
-                _submit_limits(tenant),
-                tenant.limits.reads_per_minute,
-                self.charge_for(DEFAULT_VIDEO_SECONDS),
-            )
-        )
+        states, in_flight = await _unavailable_on_error(self._states(tenant))
         by_name = {state.name: state for state in states}
-        return {
+        body = {
             "tenant": tenant.id,
             "limits": {name: _usage_entry(by_name.get(name), now) for name in LIMIT_ORDER},
             "jobs_in_flight": in_flight,
         }
+        return body, Decision(True, states) if states else None
+
+    async def _states(self, tenant: Tenant) -> tuple[tuple[LimitState, ...], int]:
+        return await self._store.usage(
+            tenant.id,
+            _submit_limits(tenant),
+            tenant.limits.reads_per_minute,
+            self.charge_for(DEFAULT_VIDEO_SECONDS),
+        )
 
 
 async def _unavailable_on_error(operation: Awaitable[_T]) -> _T:
