@@ -27,10 +27,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from gateway import metrics
-from gateway.audit import AuditLog, log_sink
+from gateway.audit import AuditLog
 from gateway.audit import stop as stop_audit
 from gateway.errors import GatewayError
-from gateway.log import RequestContextMiddleware, configure_logging, request_id_of
+from gateway.log import RequestContextMiddleware, audit_sink, configure_logging, request_id_of
 from gateway.routes.admin import admin_router
 from gateway.routes.audit import audit_router
 from gateway.routes.deps import Services
@@ -115,7 +115,7 @@ def create_app(
             trail = AuditTrail(backend)
             audit_log = None
             if "audit" not in settings.features_off:
-                audit_log = AuditLog([log_sink, trail.write])
+                audit_log = AuditLog([audit_sink, trail.write])
                 app.state.audit = audit_log
                 drain = asyncio.create_task(audit_log.run())
                 # Registered after the store, so it runs first on the way out: flush, then close.

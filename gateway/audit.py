@@ -4,7 +4,7 @@ Request handling fills a per-request :class:`AuditNote` (a context variable, so 
 the model, the upstream request id and status, the charge and the prompt's hash without knowing
 about HTTP); the request middleware turns it into an :class:`AuditEvent` when the response is
 sent. Each sink has its own bounded in-memory buffer, drained in batches by a background task:
-JSON lines on stdout (structlog logger ``audit``) and the store's audit streams, which the audit
+JSON lines on stdout (``log.audit_sink``) and the store's audit streams, which the audit
 APIs query; a slow or unreachable store never holds back the stdout lines. A full buffer drops
 the event and counts it in ``gmigw_audit_events_dropped_total`` (which should stay at zero);
 shutdown flushes the buffers, waiting a bounded time for a store that hangs and counting what it
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ __all__ = (
     "AuditNote",
     "begin_note",
     "current_note",
-    "log_sink",
     "note_prompt",
     "stop",
 )
@@ -43,12 +41,6 @@ MAX_PROMPT_TEXT = 4_000  # Kling's limit is 2,500; container runtimes split line
 AUDIT_BATCH = 256
 AUDIT_SHUTDOWN_SECONDS = 5.0  # for a store that hangs; serve's drain leaves this much for it
 
-# The audit lines pass whatever GATEWAY_LOG_LEVEL is: DESIGN §6 puts them on stdout always.
-_log = structlog.wrap_logger(
-    None,
-    wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
-    logger_factory_args=("audit",),
-)
 _errors = structlog.get_logger("gateway.audit")
 
 
@@ -203,15 +195,6 @@ class AuditLog:
                     "audit_sink_failed", sink=drain.name, error=str(exc), events=len(batch)
                 )
             drain.writing = 0
-
-
-async def log_sink(events: Sequence[AuditEvent]) -> None:
-    """JSON lines on stdout through the ``audit`` logger (fields that are unset left out).
-
-    For an audited request this is its canonical log line (the middleware writes no other).
-    """
-    for event in events:
-        _log.info("audit", **msgspec.to_builtins(event))  # unset fields are left out
 
 
 async def stop(

@@ -6,6 +6,7 @@ import asyncio
 import io
 import ipaddress
 import json
+import re
 import select
 import subprocess
 import sys
@@ -84,23 +85,34 @@ except ValueError:
     assert lines[2]["exception"].endswith("ValueError: [REDACTED] in a traceback")
 
 
-def test_audit_lines_pass_any_log_level() -> None:
-    """DESIGN §6: the audit sink writes to stdout always, even at GATEWAY_LOG_LEVEL=error."""
+def test_audit_lines_pass_any_log_level_as_structlog_would_render_them() -> None:
+    """DESIGN §6: the audit sink writes to stdout always, even at GATEWAY_LOG_LEVEL=error; its
+    lines (rendered without structlog's chain) have the shape and redaction of every other."""
     program = """
-import asyncio, structlog
-from gateway.audit import AuditEvent, log_sink
-from gateway.log import configure_logging
-configure_logging("error")
+import asyncio, msgspec, structlog
+from gateway.audit import AuditEvent
+from gateway.log import audit_sink, configure_logging
+configure_logging("error", secrets=["gmi-audit-secret"])
 structlog.get_logger("gateway.x").info("filtered out")
-asyncio.run(log_sink([AuditEvent(time="t", kind="request", outcome="ok", status=200)]))
+event = AuditEvent(time="t", kind="request", outcome="ok", status=200, prompt="a gmi-audit-secret")
+asyncio.run(audit_sink([event, event]))
+structlog.get_logger("gateway.x").error("audit", **msgspec.to_builtins(event))
 """
     done = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, check=True
     )
+    assert "gmi-audit-secret" not in done.stdout
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [(line["event"], line["outcome"], line["status"]) for line in lines] == [
-        ("audit", "ok", 200)
-    ]
+    assert len(lines) == 3
+    sunk, _, logged = lines
+    assert (sunk["event"], sunk["outcome"], sunk["status"]) == ("audit", "ok", 200)
+    assert sunk["prompt"] == "a [REDACTED]"
+    assert list(sunk) == list(logged)  # the same fields in the same order
+    assert {k: v for k, v in sunk.items() if k not in ("level", "timestamp")} == {
+        k: v for k, v in logged.items() if k not in ("level", "timestamp")
+    }
+    assert sunk["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", sunk["timestamp"])
 
 
 class CountingBuffer(io.BytesIO):
