@@ -463,14 +463,25 @@ class RedisStore(Store):
             streams[self._audit_global].append(body)
             if tenant is not None:
                 streams.setdefault(self._key(tenant, "audit"), []).append(body)
-        await asyncio.gather(  # one script per stream: each touches one cluster slot
-            *(
-                self._call(
-                    self._append_audit(keys=[stream], args=[self._audit_max, oldest, *bodies])
-                )
-                for stream, bodies in streams.items()
-            )
-        )
+        await self._call(self._append_streams(streams, oldest))
+
+    async def _append_streams(self, streams: dict[str, list[Arg]], oldest: str) -> None:
+        """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
+        round trip: a batch costs one call, not one per stream."""
+
+        sha, cap = self._append_audit.sha, self._audit_max
+
+        async def run() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for stream, bodies in streams.items():
+                _ = pipe.evalsha(sha, 1, stream, cap, oldest, *bodies)
+            await pipe.execute()
+
+        try:
+            await run()
+        except NoScriptError:  # a restarted or flushed Redis: no stream took anything
+            await self._redis.script_load(self._append_audit.script)
+            await run()
 
     async def read_audit(
         self, tenant: str | None, *, before: str | None, count: int

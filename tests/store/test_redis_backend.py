@@ -195,6 +195,28 @@ async def test_a_submit_costs_two_round_trips_even_after_a_script_flush(
     assert sorted(r for _, r, _ in due) == ["r0", "r1", "r2"]
 
 
+async def test_an_audit_batch_is_one_round_trip_even_after_a_script_flush(
+    store: RedisStore, own_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every stream the batch touches (the global trail, each tenant's) in one pipeline; a
+    Redis that lost its scripts costs one reload, and no event lands twice."""
+    await store.append_audit([("a", b"0")])  # loads the script
+    sent = count_round_trips(monkeypatch)
+    await store.append_audit([("a", b"1"), ("b", b"2"), (None, b"3")])
+    assert sent() == 1
+    monkeypatch.undo()
+    with redis.Redis.from_url(own_server.url) as client:
+        client.script_flush()
+    await store.append_audit([("a", b"4"), ("b", b"5")])
+
+    async def trail(tenant: str | None) -> list[bytes]:
+        return [body for _, body in await store.read_audit(tenant, before=None, count=10)]
+
+    assert await trail(None) == [b"5", b"4", b"3", b"2", b"1", b"0"]
+    assert await trail("a") == [b"4", b"1", b"0"]
+    assert await trail("b") == [b"5", b"2"]
+
+
 async def test_concurrent_reads_of_a_tenant_share_round_trips(
     store: RedisStore, own_server: RedisServer
 ) -> None:
