@@ -166,6 +166,24 @@ def test_settings_that_would_misbehave_are_refused(values: dict[str, Any], reaso
     render({**REQUIRED, **values, **fixed})
 
 
+@pytest.mark.parametrize(
+    ("values", "misspelt"),
+    [
+        ({"replicaCont": 3}, "replicaCont"),
+        ({"gateway": {"worker": 2}}, "worker"),
+        ({"ingress": {"enable": True}}, "enable"),
+        ({"redis": {"existingSecrets": "r"}}, "existingSecrets"),
+    ],
+)
+def test_a_misspelt_value_is_refused_not_ignored(values: dict[str, Any], misspelt: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=f"additional properties '{misspelt}'"):
+        render({**REQUIRED, **values})
+
+
+def test_a_parent_chart_may_set_globals() -> None:
+    render({**REQUIRED, "global": {"imageRegistry": "registry.example"}})
+
+
 def test_a_redis_url_never_goes_through_extra_env() -> None:
     """It may hold a password, and extraEnv lands in a ConfigMap: redis.* is the way."""
     leaky = {"gateway": {"extraEnv": {"GATEWAY_REDIS_URL": "redis://:hunter2@r:6379/0"}}}
