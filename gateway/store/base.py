@@ -346,8 +346,9 @@ class Store(abc.ABC):
         self, tenant: str | None, *, before: str | None, count: int
     ) -> list[tuple[str, bytes]]:
         """Up to ``count`` entries of a trail (a tenant's, or the global one for ``None``),
-        newest first, strictly older than the entry id ``before`` when given. Entry ids are
-        opaque cursors, ordered by insertion."""
+        newest first, strictly older than the entry id ``before`` when given, and never one
+        past the audit retention (trimmed yet or not). Entry ids are opaque cursors, ordered by
+        insertion."""
 
     @abc.abstractmethod
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:

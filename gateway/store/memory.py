@@ -375,8 +375,11 @@ class MemoryStore(Store):
         self, tenant: str | None, *, before: str | None, count: int
     ) -> list[tuple[str, bytes]]:
         trail = self._audit.get(tenant, deque())
+        expired = self._clock() - self._audit_retention  # pruned only when a trail is appended to
         found: list[tuple[str, bytes]] = []
-        for _, entry_id, body in reversed(trail):
+        for at, entry_id, body in reversed(trail):
+            if at <= expired:
+                break
             if before is not None and entry_id >= before:
                 continue
             found.append((entry_id, body))

@@ -456,8 +456,12 @@ class RedisStore(Store):
             self._key(tenant, "budget", month),
         ]
 
+    def _oldest_audit_id(self) -> str:
+        """The first stream entry id inside the audit retention."""
+        return f"{int((self._clock() - self._audit_retention) * 1000)}-0"
+
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
-        oldest = f"{int((self._clock() - self._audit_retention) * 1000)}-0"
+        oldest = self._oldest_audit_id()
         streams: dict[str, list[Arg]] = {self._audit_global: []}
         for tenant, body in events:
             streams[self._audit_global].append(body)
@@ -488,7 +492,10 @@ class RedisStore(Store):
     ) -> list[tuple[str, bytes]]:
         stream = self._audit_global if tenant is None else self._key(tenant, "audit")
         newest = "+" if before is None else f"({before}"
-        entries: Any = await self._call(self._redis.xrevrange(stream, newest, "-", count))
+        # Bounded by the retention too: a trail is trimmed only when appended to, so an idle
+        # tenant's could still hold events past it.
+        oldest = self._oldest_audit_id()
+        entries: Any = await self._call(self._redis.xrevrange(stream, newest, oldest, count))
         return [(entry_id.decode(), bytes(fields[b"e"])) for entry_id, fields in entries]
 
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import pytest
 
 from gateway.store import JobPage, Store, StoredJob
 from tests.store.conftest import RETENTION, FakeClock
+
+AUDIT_RETENTION = 30 * 86400  # both backends' default
 
 M1 = "Kling-Text2Video-V2-Master"
 M2 = "Veo3"
@@ -270,6 +273,20 @@ async def test_audit_trails_newest_first_with_cursors(store: Store) -> None:
     assert [body for _, body in rest] == [b"1"]
     assert await store.read_audit("a", before=rest[-1][0], count=10) == []
     assert await store.read_audit("nobody", before=None, count=10) == []
+
+
+async def test_audit_events_past_the_retention_are_not_read_from_an_idle_trail(
+    store: Store, clock: FakeClock
+) -> None:
+    """Trails are trimmed when appended to; one nobody appends to still honours the
+    retention when read. (Redis stamps entries with its own time, hence the real clock.)"""
+    clock.now = time.time()
+    await store.append_audit([("a", b"1")])
+    clock.advance(AUDIT_RETENTION - 60)
+    assert [body for _, body in await store.read_audit("a", before=None, count=10)] == [b"1"]
+    clock.advance(120)
+    assert await store.read_audit("a", before=None, count=10) == []
+    assert await store.read_audit(None, before=None, count=10) == []
 
 
 @pytest.mark.parametrize(("limit", "offset"), [(0, 0), (-1, 0), (1, -1)])
