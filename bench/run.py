@@ -9,6 +9,7 @@ several configurations:
 - ``gw-w1`` / ``gw-w2``: everything on (a tenant with every limit, audit, metrics), 1 and 2
   workers;
 - ``gw-w1-no-audit``, ``gw-w1-no-metrics``: one feature switched off (``GATEWAY_FEATURES_OFF``);
+- ``gw-w1-no-quotas``: a tenant without limits, audit and metrics on;
 - ``gw-w1-off``: quotas (a tenant without limits), audit and metrics all off.
 
 Each path is driven by wrk at a fixed connection count, in rounds: every round measures every
@@ -97,6 +98,7 @@ CONFIGS = (
     Config("gw-w2", 2, LIMITED_KEY),
     Config("gw-w1-no-audit", 1, LIMITED_KEY, "audit"),
     Config("gw-w1-no-metrics", 1, LIMITED_KEY, "metrics"),
+    Config("gw-w1-no-quotas", 1, UNLIMITED_KEY),
     Config("gw-w1-off", 1, UNLIMITED_KEY, "audit,metrics"),
 )
 
@@ -568,7 +570,7 @@ def ratios(results: list[Result]) -> dict[str, float]:
         ("bare-litestar-redis", MODELS),
         ("bare-litestar", MODELS),
     )
-    for off in ("gw-w1-no-audit", "gw-w1-no-metrics", "gw-w1-off"):
+    for off in ("gw-w1-no-audit", "gw-w1-no-metrics", "gw-w1-no-quotas", "gw-w1-off"):
         for path in (MODELS, POLL, SUBMIT):
             ratio(f"gw-w1 {path} / {off}", ("gw-w1", path), (off, path))
     for base in ("direct", "nginx"):
