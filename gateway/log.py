@@ -119,6 +119,9 @@ class _LineWriter:
         self._out.flush()
 
 
+_audit_out: tuple[_LineWriter, _RedactedJSON] | None = None  # set by configure_logging
+
+
 def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> None:
     """Set up structlog (JSON lines on stdout) and route stdlib logging at ``level``.
 
@@ -162,9 +165,6 @@ def configure_logging(level: str = "info", *, secrets: Iterable[str] = ()) -> No
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))  # a line per call is noise
-
-
-_audit_out: tuple[_LineWriter, _RedactedJSON] | None = None  # set by configure_logging
 
 
 async def audit_sink(events: Sequence[audit.AuditEvent]) -> None:
