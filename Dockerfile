@@ -6,13 +6,14 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Dependencies first: this layer is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml README.md ./
+# Dependencies first, at the versions CI tested (constraints.txt): this layer is rebuilt only
+# when pyproject.toml or constraints.txt changes.
+COPY pyproject.toml README.md constraints.txt ./
 # Bytecode is compiled here: the runtime's root filesystem is read-only, and compiling at
 # every start doubled the import time of each process. The stub package's build output is
 # removed, or setuptools would reuse its empty __init__.py in the next step.
 RUN mkdir gateway && touch gateway/__init__.py \
-    && /opt/venv/bin/pip install . \
+    && /opt/venv/bin/pip install -c constraints.txt . \
     && /opt/venv/bin/pip uninstall --yes gmi-gateway \
     && rm -rf build gateway gmi_gateway.egg-info
 COPY gateway ./gateway

@@ -7,18 +7,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test lint format tools openapi bench clean
+.PHONY: help install lock demo test lint format tools openapi bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required ($(PYTHON))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the gateway with its dev tools
+install: $(STAMP) ## Create .venv and install the gateway with its dev tools (versions: constraints.txt)
+
+lock: ## Re-resolve constraints.txt from pyproject.toml (the newest versions its ranges allow)
+	@tmp=$$(mktemp -d) && $(PYTHON) -m venv $$tmp \
+	&& $$tmp/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' \
+	&& { echo "# Every install (make install, the Dockerfile) uses exactly these versions."; \
+	     echo "# Resolved by 'make lock' from pyproject.toml on Python $$($$tmp/bin/python -c 'import platform; print(platform.python_version())')."; \
+	     $$tmp/bin/python -m pip freeze --exclude-editable; } > constraints.txt; \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 demo: install ## Run the gateway on the built-in simulator (no Redis, no GMI key, no network)
 	$(BIN)/gmi-gateway demo
