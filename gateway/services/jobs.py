@@ -312,7 +312,9 @@ class Jobs:
         )
 
     async def refresh(self, job: StoredJob) -> bytes:
-        """Ask the upstream for the job's record, keep it, and settle the job if it ended."""
+        """Ask the upstream for the job's record, keep it, and settle the job if it ended, or
+        as expired if it is still running past its deadline: the same for a job a client
+        polls as for one only the reconciler reads."""
         try:
             response = await self._upstream.get_request(job.request_id)
         except UpstreamError as exc:
@@ -326,6 +328,8 @@ class Jobs:
         try:
             if status in TERMINAL_STATUSES:
                 await self._quotas.settle(job.tenant, job.request_id, status, model=job.model)
+            elif self._quotas.past_deadline(job.created_at):
+                await self.expire(job)
             else:
                 await self._store.mark_checked(job.tenant, job.request_id)
             if response.body != job.record:

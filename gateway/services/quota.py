@@ -160,6 +160,10 @@ class Quotas:
         """When a job submitted now is settled as expired if it has not ended."""
         return self._clock() + self.job_deadline_seconds
 
+    def past_deadline(self, created_at: float) -> bool:
+        """Whether a job recorded at ``created_at`` should have ended by now."""
+        return self._clock() - created_at >= self.job_deadline_seconds
+
     async def settle(
         self, tenant_id: str, request_id: str, status: str, *, model: str
     ) -> Settlement | None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import structlog
 
 from gateway.errors import GatewayError
-from gateway.services.jobs import TERMINAL_STATUSES, Jobs, job_status
+from gateway.services.jobs import Jobs
 from gateway.store import Store, StoreError
 
 __all__ = ("LEASE_NAME", "Reconciler")
@@ -87,21 +87,18 @@ class Reconciler:
         return await self._store.acquire_lease(LEASE_NAME, self._holder, ttl=3 * self._interval)
 
     async def _reconcile(self, tenant: str, request_id: str, *, age: float) -> None:
-        """Read the job's status (``refresh`` settles a job that ended), then expire it if it
-        is still running past its deadline, or unreadable past the deadline and the grace."""
+        """Read the job's status: ``refresh`` settles a job that ended, and expires one still
+        running past its deadline. One that cannot be read is expired past the grace."""
         job = await self._store.get_job(tenant, request_id)
         if job is None or not await self._store.claim_refresh(
             tenant, request_id, ttl=self._status_ttl
         ):
             return  # gone, or polled this very moment: that poll settles or marks it
         try:
-            record = await self._jobs.refresh(job)
+            await self._jobs.refresh(job)
         except GatewayError as exc:
             _log.warning("reconcile_read_failed", upstream_request_id=request_id, error=exc.message)
             if age >= self._deadline + self._unreadable_grace:
                 await self._jobs.expire(job)
             else:
                 await self._store.mark_checked(tenant, request_id)
-            return
-        if age >= self._deadline and job_status(record) not in TERMINAL_STATUSES:
-            await self._jobs.expire(job)

@@ -159,6 +159,27 @@ async def test_a_job_past_its_deadline_is_read_and_settled_with_its_real_status(
     assert await world.store.settle(world.tenant, request_id, refund=True) is None
 
 
+async def test_a_job_polled_past_its_deadline_is_expired_as_the_reconciler_would(
+    world: World, clock: FakeClock
+) -> None:
+    """A client polling often enough keeps a job out of the reconciler's reach: the poll
+    applies the same rule, so a stuck job is refunded whether or not anyone polls it."""
+    request_id = await world.submit("a fox in the snow [sim:stuck]")
+    for _ in range(int(DEADLINE // 20) - 1):  # a poll every 20 s, up to just before it
+        clock.advance(20)
+        record, _ = await world.jobs.get(world.principal, request_id)
+        assert record is not None
+        assert msgspec.json.decode(record)["status"] == "queued"
+    assert world.finished() == {}
+    assert await world.month_used() == COST
+    assert await world.reconciler(clock).reconcile_once() == 0  # polled: never due for it
+    clock.advance(40)
+    await world.jobs.get(world.principal, request_id)
+    assert world.finished() == {"expired": 1}
+    assert await world.month_used() == 0
+    assert await world.reconciler(clock).reconcile_once() == 0  # nothing left to settle
+
+
 async def test_an_unreadable_job_is_expired_only_after_the_grace(
     world: World, clock: FakeClock
 ) -> None:
