@@ -49,6 +49,18 @@ async def test_scripts_are_reloaded_after_script_flush(
     assert (await store.list_jobs("a")).total == 2
 
 
+async def test_job_indexes_expire_a_retention_after_their_newest_job(
+    own_server: RedisServer, clock: FakeClock
+) -> None:
+    """A tenant (or model) that stops submitting leaves no index behind for ever."""
+    backend = RedisStore.from_url(own_server.url, clock=clock, job_retention_seconds=600)
+    await backend.add_job("a", "r1", "m", b"1")
+    with redis.Redis.from_url(own_server.url) as client:
+        for index in ("gmigw:{a}:jobs", "gmigw:{a}:jobs:model:m"):
+            assert 590_000 < client.pttl(index) <= 600_000, index
+    await backend.aclose()
+
+
 async def test_a_script_error_is_a_store_error(store: RedisStore, own_server: RedisServer) -> None:
     with redis.Redis.from_url(own_server.url) as client:
         client.set("gmigw:{a}:job:r1", "not a hash")

@@ -24,6 +24,10 @@ else
   redis.call('PEXPIRE', KEYS[1], math.ceil(retention * 1000))
   redis.call('ZADD', KEYS[2], created, ARGV[1])
   redis.call('ZADD', KEYS[3], created, ARGV[1])
+  -- Every entry is gone a retention after the newest: so is the index of a tenant (or a
+  -- model) that stopped submitting.
+  redis.call('PEXPIRE', KEYS[2], math.ceil(retention * 1000))
+  redis.call('PEXPIRE', KEYS[3], math.ceil(retention * 1000))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', cutoff)
