@@ -30,9 +30,9 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.run import CONFIGS, RESULTS, UPSTREAM_KEY, cpu_model, need, tenants_yaml
+from bench.run import CONFIGS, RESULTS, UPSTREAM_KEY, cpu_model, fast_sim, need, tenants_yaml
 from gateway.app import app_from_env
-from tests.support.processes import MIRROR, ServerProcess, free_port
+from tests.support.processes import MIRROR
 from tests.support.redis_server import RedisServer
 
 BENCH = Path(__file__).resolve().parent
@@ -45,14 +45,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="gmigw-app-cpu-"))
     (workdir / "tenants.yaml").write_text(tenants_yaml())
     redis = RedisServer(need("redis-server", "redis-server")).start()
-    sim = ServerProcess(
-        "sim",
-        ["sim", "--api-key", UPSTREAM_KEY, "--time-scale", "0.001"],
-        port=free_port(),
-        env={},
-        logdir=workdir,
-        ready_path="/",
-    ).start()
+    sim = fast_sim(workdir)
     try:
         upstream = f"{sim.url}{MIRROR}"
         body = workdir / "models.json"

@@ -436,14 +436,9 @@ def soak(gateway: ServerProcess, key: str, urls: list[str]) -> dict[str, object]
     }
 
 
-def main() -> int:
-    for program, package in (("wrk", "wrk"), ("nginx", "nginx-light")):
-        need(program, package)
-    redis_binary = need("redis-server", "redis-server")
-    workdir = Path(tempfile.mkdtemp(prefix="gmigw-bench-"))
-    (workdir / "tenants.yaml").write_text(tenants_yaml())
-    redis = RedisServer(redis_binary).start()
-    sim = ServerProcess(
+def fast_sim(workdir: Path) -> ServerProcess:
+    """The simulator at a thousandth of the spec's timings, started: it must out-run the gateway."""
+    return ServerProcess(
         "sim",
         ["sim", "--api-key", UPSTREAM_KEY, "--time-scale", "0.001"],
         port=free_port(),
@@ -451,6 +446,16 @@ def main() -> int:
         logdir=workdir,
         ready_path="/",
     ).start()
+
+
+def main() -> int:
+    for program, package in (("wrk", "wrk"), ("nginx", "nginx-light")):
+        need(program, package)
+    redis_binary = need("redis-server", "redis-server")
+    workdir = Path(tempfile.mkdtemp(prefix="gmigw-bench-"))
+    (workdir / "tenants.yaml").write_text(tenants_yaml())
+    redis = RedisServer(redis_binary).start()
+    sim = fast_sim(workdir)
     bench = Bench(workdir, redis, sim)
     upstream = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
     nginx_port, bare_port, bare_redis_port = free_port(), free_port(), free_port()
