@@ -472,7 +472,6 @@ class RedisStore(Store):
     async def _append_streams(self, streams: dict[str, list[Arg]], oldest: str) -> None:
         """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
         round trip: a batch costs one call, not one per stream."""
-
         sha, cap = self._append_audit.sha, self._audit_max
 
         async def run() -> None:
