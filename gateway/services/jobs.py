@@ -196,7 +196,7 @@ class Jobs:
                 tenant.id,
                 request_id,
                 model,
-                _as_status_record(response.body, submission.payload),
+                _as_status_record(response.body, body),
                 charge=charge,
                 deadline=self._quotas.deadline(),
                 idempotency=None if claim is None else replace(claim, ttl=IDEMPOTENCY_TTL),
@@ -401,11 +401,25 @@ def _fingerprint(model: str, payload: dict[str, object]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def _as_status_record(submitted: bytes, payload: dict[str, object]) -> bytes:
+class _Envelope(msgspec.Struct):
+    payload: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+def _as_status_record(submitted: bytes, body: bytes) -> bytes:
     """The submit answer in the shape of a status record (spec §4): what polls and lists serve
-    until the first refresh, so a client reading ``payload`` or ``outcome`` finds them."""
+    until the first refresh, so a client reading ``payload`` or ``outcome`` finds them. The
+    fields the submit answer lacks go where a status record has them (after ``status``), and
+    the payload is the client's own bytes, echoed verbatim as the upstream does."""
     answer = msgspec.json.decode(submitted)  # _request_id read it already: it is an object
-    return msgspec.json.encode({"is_public": False, "payload": payload, "outcome": None, **answer})
+    payload = msgspec.json.decode(body, type=_Envelope).payload  # parse_submission checked it
+    defaults = {"is_public": False, "payload": payload, "outcome": None}
+    missing = {name: value for name, value in defaults.items() if name not in answer}
+    record: dict[str, object] = {}
+    for name, value in answer.items():
+        record[name] = value
+        if name == "status":
+            record.update(missing)
+    return msgspec.json.encode({**record, **missing})  # at the end if there was no status
 
 
 def _request_id(response: UpstreamResponse) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -236,9 +237,16 @@ def test_a_job_has_the_status_record_shape_before_its_first_refresh(
 ) -> None:
     """Until a refresh succeeds, polls and lists serve the stored record: it must already
     carry what clients read from a status record (spec §4), not only the submit's fields."""
-    payload = {"prompt": "kept in its shape [sim:stuck]", "duration": "10"}
-    submitted = studio.post("/requests", json={"model": MODEL, "payload": payload}).json()
+    payload = b'{"prompt": "kept in its shape \xf0\x9f\xa6\x8a [sim:stuck]", "cfg_scale": 0.50}'
+    body = b'{"model": "%s", "payload": %s}' % (MODEL.encode(), payload)
+    submitted = studio.post("/requests", content=body).json()
     sim_control.fault("GET /requests/{request_id}", status=503, rate=1.0)
     listed = studio.get("/requests").json()["requests"]
     record = next(r for r in listed if r["request_id"] == submitted["request_id"])
-    assert record == {**submitted, "is_public": False, "payload": payload, "outcome": None}
+    expected = {**submitted, "is_public": False, "payload": json.loads(payload), "outcome": None}
+    assert record == expected
+    # In a status record's order, the client's payload bytes echoed as they came (spec §4).
+    order = "request_id model status is_public payload outcome created_at updated_at queued_at"
+    assert list(record) == order.split()
+    raw = studio.get("/requests").content
+    assert b'"payload":' + payload + b',"outcome":null' in raw
