@@ -183,12 +183,11 @@ async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Reply:
 
 @get("/requests", responses={200: documented(RequestList), **_ERRORS})
 async def list_requests(request: AnyRequest) -> Reply:
-    """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100), ``offset``."""
+    """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100; 0 gives only
+    ``total``, as the upstream does), ``offset``."""
     principal = await tenant_read(request)
     query = request.query_params
     limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
-    if limit < 1:
-        raise BadRequest("limit must be at least 1")
     offset = _int_param(query.get("offset"), "offset", default=0)
     body = await services(request).jobs.list(
         principal,

@@ -274,10 +274,14 @@ class Jobs:
     async def list(
         self, principal: Principal, *, model: str | None, limit: int, offset: int
     ) -> bytes:
-        """The tenant's jobs in the upstream list shape, newest first."""
+        """The tenant's jobs in the upstream list shape, newest first (``limit`` 0: none, and
+        the ``total``)."""
         page = await self._call_store(
-            self._store.list_jobs(principal.tenant.id, model=model, limit=limit, offset=offset)
+            self._store.list_jobs(
+                principal.tenant.id, model=model, limit=max(limit, 1), offset=offset
+            )
         )
+        page = replace(page, jobs=page.jobs[:limit])
         gate = asyncio.Semaphore(LIST_REFRESH_CONCURRENCY)
 
         async def fresh(job: StoredJob) -> bytes:
