@@ -471,20 +471,32 @@ class RedisStore(Store):
 
     async def _append_streams(self, streams: dict[str, list[Arg]], oldest: str) -> None:
         """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
-        round trip: a batch costs one call, not one per stream."""
+        round trip: a batch costs one call, not one per stream.
+
+        The pipeline is not a transaction: after a Redis restart, another replica's
+        ``SCRIPT LOAD`` can land midway, so some streams take the batch and others answer
+        NOSCRIPT. Only those are sent again, or the others would hold it twice.
+        """
         sha, cap = self._append_audit.sha, self._audit_max
 
-        async def run() -> None:
+        async def run(todo: dict[str, list[Arg]]) -> dict[str, list[Arg]]:
             pipe = self._redis.pipeline(transaction=False)
-            for stream, bodies in streams.items():
+            for stream, bodies in todo.items():
                 _ = pipe.evalsha(sha, 1, stream, cap, oldest, *bodies)
-            await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+            unscripted: dict[str, list[Arg]] = {}
+            for (stream, bodies), reply in zip(todo.items(), replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    unscripted[stream] = bodies
+                elif isinstance(reply, Exception):
+                    raise reply
+            return unscripted
 
-        try:
-            await run()
-        except NoScriptError:  # a restarted or flushed Redis: no stream took anything
+        unscripted = await run(streams)
+        if unscripted:  # a restarted or flushed Redis: load the script, run those once more
             await self._redis.script_load(self._append_audit.script)
-            await run()
+            if await run(unscripted):
+                raise NoScriptError("append_audit.lua missing again right after loading it")
 
     async def read_audit(
         self, tenant: str | None, *, before: str | None, count: int

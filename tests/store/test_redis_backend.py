@@ -229,6 +229,42 @@ async def test_an_audit_batch_is_one_round_trip_even_after_a_script_flush(
     assert await trail("b") == [b"5", b"2"]
 
 
+async def test_scripts_lost_midway_through_an_audit_batch_write_no_event_twice(
+    store: RedisStore, own_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline is not a transaction: if the script cache is flushed (or reloaded by
+    another replica) between its calls, the streams that took the batch must not get it
+    again when the others are retried."""
+    await store.append_audit([("a", b"0")])  # loads the script
+    execute = aioredis.client.Pipeline.execute
+    flushed = False
+
+    async def flush_after_the_first_call(
+        pipe: aioredis.client.Pipeline, raise_on_error: bool = True
+    ) -> list[Any]:
+        nonlocal flushed
+        if flushed or len(pipe.command_stack) < 2:
+            return await execute(pipe, raise_on_error)
+        flushed = True
+        first, rest = pipe.command_stack[:1], pipe.command_stack[1:]
+        pipe.command_stack = first
+        replies = await execute(pipe, raise_on_error)
+        with redis.Redis.from_url(own_server.url) as client:  # between the pipeline's calls
+            client.script_flush()
+        pipe.command_stack = rest
+        return [*replies, *await execute(pipe, raise_on_error)]
+
+    monkeypatch.setattr(aioredis.client.Pipeline, "execute", flush_after_the_first_call)
+    await store.append_audit([("a", b"1"), (None, b"2")])
+    assert flushed
+
+    async def trail(tenant: str | None) -> list[bytes]:
+        return [body for _, body in await store.read_audit(tenant, before=None, count=10)]
+
+    assert await trail(None) == [b"2", b"1", b"0"]
+    assert await trail("a") == [b"1", b"0"]
+
+
 async def test_concurrent_reads_of_a_tenant_share_round_trips(
     store: RedisStore, own_server: RedisServer
 ) -> None:
