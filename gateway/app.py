@@ -51,6 +51,7 @@ from gateway.services.jobs import Jobs
 from gateway.services.quota import Quotas
 from gateway.services.reconciler import Reconciler
 from gateway.services.tenant_registry import TenantRegistry
+from gateway.services.uploads import Uploads
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.memory import MemoryStore
@@ -133,6 +134,7 @@ def create_app(
                 jobs=jobs,
                 catalog=catalog,
                 quotas=quotas,
+                uploads=Uploads(client),
                 audit=trail,
                 store=backend,
                 store_failure_mode=settings.store_failure_mode,

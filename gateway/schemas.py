@@ -21,6 +21,7 @@ __all__ = (
     "RequestList",
     "RequestRecord",
     "SubmitRecord",
+    "UploadSlot",
     "UsageBody",
     "UsageLimits",
 )
@@ -65,6 +66,11 @@ class RequestList(msgspec.Struct):
     requests: list[RequestRecord]
     total: int
     has_more: bool
+
+
+class UploadSlot(msgspec.Struct):
+    upload_url: str
+    public_url: str
 
 
 class HealthBody(msgspec.Struct):

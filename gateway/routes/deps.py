@@ -21,6 +21,7 @@ from gateway.services.jobs import Jobs
 from gateway.services.quota import Quotas, ratelimit_headers
 from gateway.services.tenant_registry import TenantRegistry
 from gateway.services.tenants import Admin, Principal
+from gateway.services.uploads import Uploads
 from gateway.store import Store
 from gateway.store.base import Decision
 
@@ -47,6 +48,7 @@ class Services:
     jobs: Jobs
     catalog: Catalog
     quotas: Quotas
+    uploads: Uploads
     audit: AuditTrail
     store: Store
     store_failure_mode: str

@@ -43,8 +43,10 @@ from gateway.schemas import (
     RequestList,
     RequestRecord,
     SubmitRecord,
+    UploadSlot,
 )
 from gateway.services.catalog import etag_of
+from gateway.services.uploads import FILE_TYPES
 
 __all__ = ("MIRROR_PREFIX", "mirror_router")
 
@@ -198,6 +200,38 @@ async def list_requests(request: AnyRequest) -> Reply:
     return Reply(body)
 
 
+@dataclass
+class _UploadOperation(Operation):
+    """Documents the upload-slot body (read raw, to forward it byte for byte)."""
+
+    def __post_init__(self) -> None:
+        file_type = Schema(type=OpenAPIType.STRING, enum=list(FILE_TYPES))
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                _JSON: OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["file_type"],
+                        properties={"file_type": file_type},
+                    )
+                )
+            },
+        )
+
+
+@post(
+    "/upload-url",
+    responses={200: documented(UploadSlot), **_ERRORS},
+    status_code=200,
+    operation_class=_UploadOperation,
+)
+async def create_upload_url(request: AnyRequest) -> Reply:
+    """A presigned upload slot for an image-to-video input file (costs one read)."""
+    await tenant_read(request)
+    return Reply(await services(request).uploads.slot(await request.body()))
+
+
 def _int_param(raw: str | None, name: str, *, default: int) -> int:
     if raw is None or raw == "":
         return default
@@ -209,6 +243,13 @@ def _int_param(raw: str | None, name: str, *, default: int) -> int:
 
 mirror_router = Router(
     path=MIRROR_PREFIX,
-    route_handlers=[list_models, get_model, submit_request, get_request, list_requests],
+    route_handlers=[
+        list_models,
+        get_model,
+        submit_request,
+        get_request,
+        list_requests,
+        create_upload_url,
+    ],
     tags=["mirror"],
 )

@@ -31,7 +31,10 @@ ROUTES = (
     "POST /requests",
     "GET /requests",
     "GET /requests/{request_id}",
+    "POST /upload-url",
 )
+UPLOAD_TYPES = ("jpeg", "jpg", "png", "mp4", "mp3", "wav")  # spec E6
+UPLOAD_BUCKET = "https://storage.googleapis.com/gmi-sim-uploads"
 FAULT_BODIES = {
     429: {"error": "rate limit exceeded"},
     500: {"error": "Backend error (400). Please try again."},
@@ -230,6 +233,26 @@ class _Simulator:
             },
         )
 
+    def upload_url(self, body: bytes) -> Answer:
+        """Spec E6: a signed GCS PUT URL (15 min) and the object's public URL. Nothing is
+        stored: the simulator only answers the API."""
+        try:
+            request = msgspec.json.decode(body)
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            return _error(400, "invalid request: body must be a JSON object")
+        if not isinstance(request, dict):
+            return _error(400, "invalid request: body must be a JSON object")
+        file_type = request.get("file_type")
+        if file_type not in UPLOAD_TYPES:
+            return _error(400, f"invalid file_type: must be one of {', '.join(UPLOAD_TYPES)}")
+        public_url = f"{UPLOAD_BUCKET}/{_uuid(self.rng)}.{file_type}"
+        signature = f"{self.rng.getrandbits(256):064x}"
+        upload_url = (
+            f"{public_url}?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Expires=900"
+            f"&X-Goog-SignedHeaders=content-type%3Bhost&X-Goog-Signature={signature}"
+        )
+        return _json(200, {"upload_url": upload_url, "public_url": public_url})
+
     def get_request(self, _body: bytes, request_id: str) -> Answer:
         job = self.book.jobs.get(request_id)
         if job is None:
@@ -314,6 +337,7 @@ _HANDLERS = {
     "GET /requests": "list_requests",
     "GET /requests/{request_id}": "get_request",
     "DELETE /requests/{request_id}": "delete_request",
+    "POST /upload-url": "upload_url",
     "GET /_sim/stats": "stats",
     "POST /_sim/requests/{request_id}/cancel": "cancel",
     "POST /_sim/faults": "set_fault",

@@ -31,9 +31,11 @@ except PackageNotFoundError:  # running from a checkout that was never installed
     _VERSION = "0.0.0"
 
 _SUBMIT = "POST /requests"
+_UPLOAD = "POST /upload-url"
 # A submit's 500 is mostly the vendor refusing that payload ("Backend error (400)", spec §8):
 # one tenant's bad payloads must not open the circuit for everyone. Polls still count 500s.
-_SUBMIT_FAILURES = RETRYABLE_STATUSES - {500}
+# (The same rule serves the other POST, /upload-url.)
+_POST_FAILURES = RETRYABLE_STATUSES - {500}
 # Failures raised before a single byte of the request left: a submit that hit one is safe to
 # report as "not sent". Everything else (read/write timeouts, broken connections, protocol
 # errors) may come after the upstream received the request.
@@ -143,17 +145,25 @@ class UpstreamClient:
             UpstreamAmbiguous: the request may have reached the upstream; the job may exist and
                 be billed.
         """
-        probe = self._admit(_SUBMIT)
+        return await self._post_once(_SUBMIT, "/requests", body)
+
+    async def upload_url(self, body: bytes) -> UpstreamResponse:
+        """``POST /upload-url`` (a presigned upload slot) once, ``body`` sent as-is; raises as
+        :meth:`submit` does, though a slot that may exist costs nothing."""
+        return await self._post_once(_UPLOAD, "/upload-url", body)
+
+    async def _post_once(self, endpoint: str, path: str, body: bytes) -> UpstreamResponse:
+        probe = self._admit(endpoint)
         started = self._clock()
         failure: UpstreamError | None = None
         try:
             response = await self._http.post(
-                "/requests", content=body, headers={"Content-Type": "application/json"}
+                path, content=body, headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
-            _observe(_SUBMIT, type(exc).__name__, self._clock() - started)
+            _observe(endpoint, type(exc).__name__, self._clock() - started)
             self.circuit.record(ok=False)
-            message = self._describe(_SUBMIT, exc)
+            message = self._describe(endpoint, exc)
             sent = not isinstance(exc, _NOT_SENT)
             failure = UpstreamAmbiguous(message) if sent else UpstreamUnavailable(message)
         except BaseException:
@@ -164,8 +174,8 @@ class UpstreamClient:
             # exception, whose request carries the Authorization header.
             raise failure
         result = _response(response, self._clock() - started)
-        _observe(_SUBMIT, str(result.status), result.elapsed)
-        self.circuit.record(ok=result.status not in _SUBMIT_FAILURES)
+        _observe(endpoint, str(result.status), result.elapsed)
+        self.circuit.record(ok=result.status not in _POST_FAILURES)
         return result
 
     async def aclose(self) -> None:

@@ -278,7 +278,7 @@ async def test_faults_and_stats(sim: httpx.AsyncClient) -> None:
     assert stats == dict.fromkeys(stats, 0)
     assert set(stats) == {
         "GET /models", "GET /models/{model_id}", "POST /requests", "GET /requests",
-        "GET /requests/{request_id}",
+        "GET /requests/{request_id}", "POST /upload-url",
     }  # fmt: skip
     ok = await sim.post("/_sim/faults", json={"route": "GET /models", "status": 503, "rate": 1.0})
     assert ok.status_code == 200
@@ -333,3 +333,26 @@ async def test_injected_500_can_leave_a_failed_record(clock: FakeClock) -> None:
         assert response.json() == {"error": "Backend error (400). Please try again."}
         listed = (await sim.get(f"{P}/requests")).json()["requests"]
         assert [r["status"] for r in listed] == ["failed"]
+
+
+async def test_upload_url_answers_a_signed_put_url_and_the_public_url(
+    sim: httpx.AsyncClient,
+) -> None:
+    """Spec E6: a slot per call, for the file types it lists; the public URL is the object."""
+    first = (await sim.post(f"{P}/upload-url", json={"file_type": "png"})).json()
+    second = (await sim.post(f"{P}/upload-url", json={"file_type": "mp4"})).json()
+    assert set(first) == {"upload_url", "public_url"}
+    assert first["public_url"].startswith("https://")
+    assert first["public_url"].endswith(".png")
+    assert first["upload_url"].startswith(first["public_url"] + "?")
+    assert "X-Goog-Signature=" in first["upload_url"]
+    assert second["public_url"].endswith(".mp4")
+    assert second["public_url"] != first["public_url"]
+    assert (await sim.get("/_sim/stats")).json()["calls"]["POST /upload-url"] == 2
+
+
+@pytest.mark.parametrize("body", [b'{"file_type": "gif"}', b"{}", b"[]", b"not json"])
+async def test_upload_url_refuses_what_it_cannot_sign(sim: httpx.AsyncClient, body: bytes) -> None:
+    response = await sim.post(f"{P}/upload-url", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("invalid")

@@ -1,0 +1,57 @@
+"""Presigned upload slots (spec E6): how image-to-video clients hand the upstream an input file.
+
+``POST /upload-url`` with ``{"file_type": ...}`` answers a signed PUT URL and the public URL to
+put in the payload. Nothing is billed, so the gateway checks the body, forwards it as it came
+with the GMI key, and relays the answer; a tenant pays one read for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.errors import InvalidJSON, InvalidPayload
+from gateway.services.relay import relayed_error, unavailable
+from gateway.upstream import UpstreamClient, UpstreamError
+
+__all__ = ("FILE_TYPES", "Uploads")
+
+FILE_TYPES = ("jpeg", "jpg", "png", "mp4", "mp3", "wav")  # spec E6
+
+
+class Uploads:
+    """The upload-slot pass-through."""
+
+    def __init__(self, upstream: UpstreamClient) -> None:
+        self._upstream = upstream
+
+    async def slot(self, body: bytes) -> bytes:
+        """The upstream's ``{"upload_url", "public_url"}`` for a valid request body.
+
+        Raises:
+            InvalidJSON, InvalidPayload: the body is not ``{"file_type": <one of FILE_TYPES>}``
+                (nothing is sent upstream).
+        """
+        _check(body)
+        try:
+            response = await self._upstream.upload_url(body)
+        except UpstreamError as exc:
+            raise unavailable(exc) from None
+        if response.status != 200:
+            raise relayed_error(response)
+        return response.body
+
+
+def _check(body: bytes) -> None:
+    try:
+        request: Any = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise InvalidJSON("request body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
+    if not isinstance(request, dict):
+        raise InvalidPayload("invalid payload: request body must be a JSON object")
+    file_type = request.get("file_type")
+    if file_type not in FILE_TYPES:
+        raise InvalidPayload(f"invalid payload: file_type must be one of {', '.join(FILE_TYPES)}")
