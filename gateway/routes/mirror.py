@@ -129,23 +129,12 @@ class _SubmitOperation(Operation):
                 schema=Schema(type=OpenAPIType.STRING, max_length=255),
             ),
         ]
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                _JSON: OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["model", "payload"],
-                        properties={
-                            "model": Schema(type=OpenAPIType.STRING, examples=[EXAMPLE_MODEL]),
-                            "payload": Schema(
-                                type=OpenAPIType.OBJECT,
-                                description="checked against GET /models/{model} parameters",
-                            ),
-                        },
-                    )
-                )
-            },
+        self.request_body = _json_object(
+            model=Schema(type=OpenAPIType.STRING, examples=[EXAMPLE_MODEL]),
+            payload=Schema(
+                type=OpenAPIType.OBJECT,
+                description="checked against GET /models/{model} parameters",
+            ),
         )
 
 
@@ -206,18 +195,7 @@ class _UploadOperation(Operation):
 
     def __post_init__(self) -> None:
         file_type = Schema(type=OpenAPIType.STRING, enum=list(FILE_TYPES))
-        self.request_body = RequestBody(
-            required=True,
-            content={
-                _JSON: OpenAPIMediaType(
-                    schema=Schema(
-                        type=OpenAPIType.OBJECT,
-                        required=["file_type"],
-                        properties={"file_type": file_type},
-                    )
-                )
-            },
-        )
+        self.request_body = _json_object(file_type=file_type)
 
 
 @post(
@@ -230,6 +208,12 @@ async def create_upload_url(request: AnyRequest) -> Reply:
     """A presigned upload slot for an image-to-video input file (costs one read)."""
     await tenant_read(request)
     return Reply(await services(request).uploads.slot(await request.body()))
+
+
+def _json_object(**fields: Schema) -> RequestBody:
+    """A required JSON object body with these required ``fields`` (the route reads it raw)."""
+    schema = Schema(type=OpenAPIType.OBJECT, required=list(fields), properties=dict(fields))
+    return RequestBody(required=True, content={_JSON: OpenAPIMediaType(schema=schema)})
 
 
 def _int_param(raw: str | None, name: str, *, default: int) -> int:
