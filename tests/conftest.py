@@ -90,7 +90,12 @@ def gateway(logdir: Path, sim: ServerProcess, tenants_file: Path) -> Iterator[Se
         sim=sim,
         upstream_key=UPSTREAM_KEY,
         tenants_file=tenants_file,
-        extra_env={"GATEWAY_MAX_BODY_BYTES": str(MAX_BODY_BYTES)},
+        extra_env={
+            "GATEWAY_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+            # Many tests inject upstream faults; with the default threshold the circuit would
+            # open for whichever test came next. test_circuit.py runs a gateway of its own.
+            "GATEWAY_CIRCUIT_THRESHOLD": "10000",
+        },
     )
     yield server
     server.stop()

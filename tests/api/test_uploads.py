@@ -1,33 +1,13 @@
-"""POST /upload-url (spec E6) through a real gateway socket in front of the simulator.
-
-The module has a gateway of its own: the shared one's circuit breaker may still be open from
-other tests' injected upstream faults.
-"""
+"""POST /upload-url (spec E6) through a real gateway socket in front of the simulator."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.api.test_mirror import assert_error
-from tests.conftest import UPSTREAM_KEY, Keys, SimControl, client_for
-from tests.support.processes import ServerProcess, start_gateway
-
-
-@pytest.fixture(scope="module")
-def gateway(logdir: Path, sim: ServerProcess, tenants_file: Path) -> Iterator[ServerProcess]:
-    server = start_gateway(logdir, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def studio(gateway: ServerProcess, keys: Keys) -> Iterator[httpx.Client]:
-    with client_for(gateway, keys.studio) as client:
-        yield client
+from tests.conftest import SimControl, client_for
+from tests.support.processes import ServerProcess
 
 
 def test_upload_url_passes_the_upstream_slot_through(
