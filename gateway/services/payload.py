@@ -21,6 +21,7 @@ __all__ = (
     "DEFAULT_VIDEO_SECONDS",
     "ParameterSpec",
     "Submission",
+    "json_object",
     "parse_submission",
     "validate_payload",
     "video_seconds",
@@ -69,6 +70,24 @@ class Submission:
     payload: dict[str, Any]
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """``body`` decoded as a JSON object, or the 400 that says why it is not one.
+
+    Raises:
+        InvalidJSON: not JSON (or nested too deeply to decode).
+        InvalidPayload: JSON, but not an object.
+    """
+    try:
+        decoded = msgspec.json.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
+    if not isinstance(decoded, dict):
+        raise InvalidPayload("invalid payload: request body must be a JSON object")
+    return decoded
+
+
 def parse_submission(body: bytes) -> Submission:
     """Check the envelope ``{"model": str, "payload": object}`` of a submit body.
 
@@ -78,14 +97,7 @@ def parse_submission(body: bytes) -> Submission:
     """
     if not body.strip():
         raise InvalidPayload("invalid payload: request body is empty; expected {model, payload}")
-    try:
-        envelope = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
-    if not isinstance(envelope, dict):
-        raise InvalidPayload("invalid payload: request body must be a JSON object")
+    envelope = json_object(body)
     model = envelope.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidPayload("invalid payload: model is required and must be a non-empty string")

@@ -7,11 +7,8 @@ with the GMI key, and relays the answer; a tenant pays one read for it.
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
-
-from gateway.errors import InvalidJSON, InvalidPayload
+from gateway.errors import InvalidPayload
+from gateway.services.payload import json_object
 from gateway.services.relay import relayed_error, unavailable
 from gateway.upstream import UpstreamClient, UpstreamError
 
@@ -44,14 +41,5 @@ class Uploads:
 
 
 def _check(body: bytes) -> None:
-    try:
-        request: Any = msgspec.json.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        raise InvalidJSON("request body is not valid JSON") from None
-    except RecursionError:
-        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
-    if not isinstance(request, dict):
-        raise InvalidPayload("invalid payload: request body must be a JSON object")
-    file_type = request.get("file_type")
-    if file_type not in FILE_TYPES:
+    if json_object(body).get("file_type") not in FILE_TYPES:
         raise InvalidPayload(f"invalid payload: file_type must be one of {', '.join(FILE_TYPES)}")
