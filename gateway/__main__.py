@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         "--outcome-shape", choices=("media_urls", "legacy", "both"), default="media_urls"
     )
     sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument(
+        "--catalog", type=Path, default=None, help="a catalog JSON file (default: the built-in one)"
+    )
     sim.set_defaults(run=_in_process("sim"))
 
     keys = commands.add_parser("keys", help="tenant key tools").add_subparsers(required=True)

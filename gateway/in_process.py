@@ -97,14 +97,18 @@ def sim(args: argparse.Namespace) -> int:
     key = args.api_key or secrets.token_urlsafe(24)
     if args.api_key is None:
         print(f"gmi-gateway sim: API key {key}", flush=True)
-    app = create_sim_app(
-        SimConfig(
-            api_key=key,
-            time_scale=args.time_scale,
-            outcome_shape=args.outcome_shape,
-            seed=args.seed,
-        )
+    config = SimConfig(
+        api_key=key,
+        time_scale=args.time_scale,
+        outcome_shape=args.outcome_shape,
+        seed=args.seed,
+        catalog_file=args.catalog,
     )
+    try:
+        app = create_sim_app(config)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"gmi-gateway sim: cannot read the catalog {args.catalog}: {exc!r}", file=sys.stderr)
+        return 2
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 

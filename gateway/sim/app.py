@@ -13,6 +13,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -63,6 +64,7 @@ class SimConfig:
     enable_delete: bool = False
     failed_record_on_500: bool = False
     requests_per_hour: int | None = None
+    catalog_file: Path | None = None  # None: the built-in catalog
 
 
 class _Envelope(msgspec.Struct):
@@ -90,7 +92,7 @@ class _Simulator:
         self.config = config
         self.clock = clock
         self.rng = random.Random(config.seed)  # noqa: S311 - simulated timings, not secrets
-        self.catalog = load_catalog()
+        self.catalog = load_catalog(config.catalog_file)
         self.auth = f"Bearer {config.api_key}".encode()
         self.reset()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,11 +26,14 @@ class Catalog:
     parameters: dict[str, list[dict[str, Any]]]
 
 
-def load_catalog() -> Catalog:
-    data = json.loads(files("gateway.sim").joinpath("catalog.json").read_text(encoding="utf-8"))
+def load_catalog(path: Path | None = None) -> Catalog:
+    """The built-in catalog, or the one in ``path`` (same shape: ``model_ids`` and ``details``),
+    for trying the gateway against a catalog of your own."""
+    source = path or files("gateway.sim").joinpath("catalog.json")
+    data = json.loads(source.read_text(encoding="utf-8"))
     details: dict[str, dict[str, Any]] = data["details"]
     return Catalog(
         ids_body=msgspec.json.encode({"model_ids": data["model_ids"]}),
         detail_bodies={m: msgspec.json.encode(d) for m, d in details.items()},
-        parameters={m: d["parameters"] for m, d in details.items()},
+        parameters={m: d.get("parameters") or [] for m, d in details.items()},
     )

@@ -62,10 +62,16 @@ def _value_problem(spec: dict[str, Any], value: Any) -> str | None:
         number = _number(value, integer=kind == "integer")
         if number is None:
             return f"must be a{'n integer' if kind == 'integer' else ' number'}"
-        low, high = spec.get("min_value"), spec.get("max_value")
+        low, high = _bound(spec, "min_value"), _bound(spec, "max_value")
         if (low is not None and number < low) or (high is not None and number > high):
             return f"must be between {low} and {high}"
     return None
+
+
+def _bound(spec: dict[str, Any], key: str) -> float | None:
+    """A range bound; a catalog may type it as a numeric string, as it does values (U12)."""
+    bound = spec.get(key)
+    return None if bound is None else _number(bound, integer=False)
 
 
 def _number(value: Any, *, integer: bool) -> float | None:

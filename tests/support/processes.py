@@ -97,8 +97,16 @@ class ServerProcess:
         )
 
 
-def start_sim(logdir: Path, *, api_key: str, time_scale: float, name: str = "sim") -> ServerProcess:
+def start_sim(
+    logdir: Path,
+    *,
+    api_key: str,
+    time_scale: float,
+    name: str = "sim",
+    extra_args: Sequence[str] = (),
+) -> ServerProcess:
     args = ["sim", "--host", "127.0.0.1", "--api-key", api_key, "--time-scale", str(time_scale)]
+    args += extra_args
     return ServerProcess(
         name,
         args,

@@ -117,3 +117,19 @@ def test_out_of_range_arguments_are_usage_errors(
         main(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "FileNotFoundError"), ('{"model_ids": []}', "KeyError('details')")],
+)
+def test_sim_refuses_an_unreadable_catalog(
+    tmp_path: Path, content: str | None, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog = tmp_path / "catalog.json"
+    if content is not None:
+        catalog.write_text(content)
+    assert main(["sim", "--api-key", "k", "--catalog", str(catalog)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read the catalog {catalog}" in err
+    assert problem in err
