@@ -42,7 +42,7 @@ class _ModelIds(msgspec.Struct):
 
 
 class _ModelDetail(msgspec.Struct):
-    parameters: list[ParameterSpec] = msgspec.field(default_factory=list)
+    parameters: list[Any] | None = None  # each entry is read on its own: see _parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +162,7 @@ class Catalog:
                 return waited
         try:
             raw = await fetch()
+            value = parse(raw)  # refuse to cache what cannot be read
         except GatewayError as exc:
             fallback = stale.value if stale is not None else None
             if fallback is None and shared is not None:
@@ -170,7 +171,7 @@ class Catalog:
                 raise
             _log.warning("catalog_upstream_failed", cache_key=key, error=exc.message)
             return Cached(fallback, "STALE")
-        value = self._adopt(key, parse(raw), self._clock())
+        self._adopt(key, value, self._clock())
         try:
             await self._store.cache_put(key, raw)
         except StoreError as exc:
@@ -227,14 +228,12 @@ class Catalog:
         response = await self._call(self._upstream.list_models())
         if response.status != 200:
             raise relayed_error(response)
-        _parse_ids(response.body)  # refuse to cache what cannot be read
         return response.body
 
     async def _fetch_model(self, model_id: str) -> bytes:
         response = await self._call(self._upstream.get_model(model_id))
         if response.status != 200:
             raise relayed_error(response, not_found=UnknownModel)
-        _parse_model(model_id, response.body)
         return response.body
 
     @staticmethod
@@ -251,7 +250,24 @@ def _parse_ids(raw: bytes) -> tuple[str, ...]:
 
 def _parse_model(model_id: str, raw: bytes) -> ModelEntry:
     detail = _decode(raw, _ModelDetail, "model detail")
-    return ModelEntry(model_id, raw, etag_of(raw), tuple(detail.parameters))
+    specs = (_parameter(model_id, entry) for entry in detail.parameters or ())
+    return ModelEntry(model_id, raw, etag_of(raw), tuple(s for s in specs if s is not None))
+
+
+def _parameter(model_id: str, entry: Any) -> ParameterSpec | None:
+    """One parameter spec, read leniently: the upstream's schema is only partly documented, and
+    one odd field must not take a whole model out of service.
+
+    Numbers, booleans and integers sent as strings are accepted (``"min_value": "0"``). A spec
+    still unreadable keeps only its name: that parameter goes unchecked (the upstream checks
+    it) but still sets the charge if it is the duration. A spec without a name is skipped.
+    """
+    try:
+        return msgspec.convert(entry, ParameterSpec, strict=False)
+    except msgspec.ValidationError as exc:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        _log.warning("catalog_parameter_unreadable", model=model_id, parameter=name, error=str(exc))
+        return ParameterSpec(name=name, type="unchecked") if isinstance(name, str) else None
 
 
 def _decode(body: bytes, kind: type[_T], what: str) -> _T:
