@@ -229,6 +229,9 @@ class RequestContextMiddleware:
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
         status = 500
         started = time.perf_counter()
+        head = scope["method"] == "HEAD"
+        if head:  # answered as the GET it asks about, without the body (RFC 9110 §9.3.2)
+            scope["method"] = "GET"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -239,6 +242,8 @@ class RequestContextMiddleware:
                     for k, v in state.get("response_headers", {}).items()
                 ]
                 message["headers"] = [*message.get("headers", ()), header, *extra]
+            elif head:
+                message = {**message, "body": b""}
             await send(message)
 
         try:
@@ -246,7 +251,7 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or "<unmatched>"
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            method = "HEAD" if head else scope["method"] if scope["method"] in _METHODS else "OTHER"
             tenant = state.get("tenant")
             labels = (route, method, metrics.status_class(status), tenant or metrics.UNKNOWN)
             series = self._series.get(labels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -78,6 +80,29 @@ def test_routing_errors_are_json_with_request_id(
         "code": code,
         "request_id": "rid-1",
     }
+
+
+def test_head_is_answered_as_get_without_the_body(gateway: ServerProcess, keys: Keys) -> None:
+    """RFC 9110: a general-purpose server supports HEAD (uptime checks use it on /healthz)."""
+    with client_for(gateway, keys.studio) as studio:
+        for path in ("/models", gateway.url + "/healthz"):
+            got, head = studio.get(path), studio.head(path, headers={"X-Request-ID": "head-1"})
+            assert head.status_code == got.status_code == 200
+            assert head.content == b""
+            assert head.headers["content-length"] == str(len(got.content))
+            assert head.headers.get("etag") == got.headers.get("etag")
+        not_get = studio.head("/upload-url")
+    assert not_get.status_code == 405
+    assert set(not_get.headers["allow"].split(", ")) == {"OPTIONS", "POST"}
+    deadline = time.monotonic() + 5  # audit lines are written off the request path
+    while len(audited := head_lines(gateway)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(audited) == 2
+    assert all('"method":"HEAD"' in line for line in audited)
+
+
+def head_lines(gateway: ServerProcess) -> list[str]:
+    return [line for line in gateway.output().splitlines() if '"request_id":"head-1"' in line]
 
 
 def test_health_and_readiness(gateway: ServerProcess) -> None:
