@@ -30,6 +30,7 @@ SWITCHABLE_FEATURES = ("audit", "metrics")
 # the same key would create, and charge, a second job.
 MAX_CONNECT_TIMEOUT = 10.0
 MAX_READ_TIMEOUT = 90.0
+_STORE_SLACK_SECONDS = 10.0  # the store calls around the upstream one (2 s timeouts each)
 _SUBMIT_BOUND = "a submit must end well inside its 120 s Idempotency-Key claim"
 # Retention becomes a Redis PEXPIRE in milliseconds, which must stay a sane finite number.
 _MAX_RETENTION_DAYS = 36500.0
@@ -140,7 +141,7 @@ class Settings:
         redis_url = env.get("GATEWAY_REDIS_URL") or None
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
-        return cls(
+        settings = cls(
             upstream_api_key=key,
             upstream_url=upstream_url,
             upstream_org_id=env.get("GATEWAY_UPSTREAM_ORG_ID") or None,
@@ -189,6 +190,20 @@ class Settings:
             ),
             features_off=_features_off(env.get("GATEWAY_FEATURES_OFF", "")),
         )
+        longest = settings.longest_submit_seconds
+        if settings.ambiguous_hold_seconds <= longest:
+            raise SettingsError(
+                "GATEWAY_AMBIGUOUS_HOLD_SECONDS must exceed the longest a submit can take "
+                f"(connect + read timeout + {_STORE_SLACK_SECONDS:g} s = {longest:g} s), got "
+                f"{settings.ambiguous_hold_seconds:g}: a slot that expires while its submit is "
+                "in flight lets one more job in and loses the refund if the upstream refuses"
+            )
+        return settings
+
+    @property
+    def longest_submit_seconds(self) -> float:
+        """From reserving a submit's quota to recording its job (when the hold ends)."""
+        return self.upstream_connect_timeout + self.upstream_read_timeout + _STORE_SLACK_SECONDS
 
 
 def _api_key(env: Mapping[str, str]) -> Secret:

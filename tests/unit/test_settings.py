@@ -106,6 +106,16 @@ def test_the_timeout_bounds_leave_room_inside_the_idempotency_claim() -> None:
     assert MAX_CONNECT_TIMEOUT + MAX_READ_TIMEOUT <= IDEMPOTENCY_PENDING_TTL - 20
 
 
+def test_the_ambiguous_hold_outlasts_the_longest_submit() -> None:
+    """A slot that expired while its submit was in flight let one more job in past the limit,
+    and the upstream's refusal then found no slot to refund (review finding)."""
+    env = {**BASE, "GATEWAY_UPSTREAM_CONNECT_TIMEOUT": "2", "GATEWAY_UPSTREAM_READ_TIMEOUT": "10"}
+    hold = "GATEWAY_AMBIGUOUS_HOLD_SECONDS"
+    with pytest.raises(SettingsError, match=rf"^{hold} must exceed .* = 22 s\), got 22:"):
+        Settings.from_env({**env, hold: "22"})
+    assert Settings.from_env({**env, hold: "22.5"}).ambiguous_hold_seconds == 22.5
+
+
 def test_a_value_that_is_not_a_number_is_never_echoed() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({**BASE, "GATEWAY_UPSTREAM_READ_TIMEOUT": "gmi-secret-value"})
