@@ -32,12 +32,14 @@ from gateway.store.base import (
 from gateway.store.batching import Batcher
 from gateway.store.keys import store_key
 from gateway.store.limits import RateResult, decide_submit, to_us, usage_states
+from gateway.store.undo import UndoQueue
 
 __all__ = ("RedisStore",)
 
 _T = TypeVar("_T")
 Arg = bytes | str | int | float
 _ReadGroup = tuple[str, int, float]  # tenant, reads per minute (0: unlimited), refresh ttl
+VOID_SECONDS = 86400  # how long a voided token stays refused: longer than any Redis stall
 
 
 def _script(client: aioredis.Redis, name: str, *, rates: bool = False) -> AsyncScript:
@@ -82,6 +84,7 @@ class RedisStore(Store):
         self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
+        self._undo = UndoQueue(self.undo_reservation)
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
@@ -107,7 +110,8 @@ class RedisStore(Store):
         ``_call``) instead of failing with "Too many connections". Pooled connections are
         health-checked after 15 s idle. Nothing is retried here: a script whose reply was lost
         may have run, and running ``reserve`` twice would charge twice, so failures surface as
-        ``StoreError`` and the services decide.
+        ``StoreError`` and the services decide. The one exception: a reservation or refund
+        whose reply was lost is undone once Redis answers again (``undo.py``).
         """
         pool = aioredis.ConnectionPool.from_url(
             url,
@@ -286,11 +290,18 @@ class RedisStore(Store):
             charge.day_ends_at,
             charge.month_ends_at,
         ]
+        keys.append(self._void_key(tenant, charge))
         if idempotency is not None:
             keys.append(self._key(tenant, "idempotency", idempotency.key))
             args += [idempotency.fingerprint, idempotency.ttl]
-        reply = await self._call(self._begin_submit(keys=keys, args=args))
+        try:
+            reply = await self._call(self._begin_submit(keys=keys, args=args))
+        except (StoreError, asyncio.CancelledError):
+            self._undo.add(tenant, charge)  # the script may run yet: nobody would give it back
+            raise
         outcome = reply[0].decode()
+        if outcome == "void":
+            raise StoreError(f"reservation {charge.token} was given up before it reached Redis")
         claim = None if idempotency is None else IdempotencyState(outcome)
         if outcome == "done":
             return SubmitStart(IdempotencyState("done", int(reply[1]), bytes(reply[2])), None)
@@ -313,7 +324,32 @@ class RedisStore(Store):
 
     async def release(self, tenant: str, charge: Charge) -> bool:
         keys = self._charge_keys(tenant, charge.day, charge.month)
-        return bool(await self._call(self._release(keys=keys, args=[charge.token, charge.cost])))
+        try:
+            return bool(
+                await self._call(self._release(keys=keys, args=[charge.token, charge.cost]))
+            )
+        except StoreError:
+            self._undo.add(tenant, charge)  # the refund may not have happened: retry it
+            raise
+
+    async def undo_reservation(self, tenant: str, charge: Charge) -> bool:
+        """Give back a reservation whose submit was given up (as ``release``), and void its
+        token, so a ``begin_submit`` of it still on its way to Redis reserves nothing.
+        Returns whether there was a reservation to give back."""
+        keys = [
+            *self._charge_keys(tenant, charge.day, charge.month),
+            self._void_key(tenant, charge),
+        ]
+        args: list[Arg] = [charge.token, charge.cost, VOID_SECONDS]
+        return bool(await self._call(self._release(keys=keys, args=args)))
+
+    @property
+    def undo_pending(self) -> int:
+        """Reservations waiting for Redis to answer an undo."""
+        return len(self._undo)
+
+    def _void_key(self, tenant: str, charge: Charge) -> str:
+        return self._key(tenant, "void", charge.token)
 
     async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
         job_key = self._key(tenant, "job", request_id)
@@ -536,6 +572,7 @@ class RedisStore(Store):
         await self._call(self._redis.ping())
 
     async def aclose(self) -> None:
+        await self._undo.aclose()
         await self._reads.aclose()
         await self._redis.aclose()
 

@@ -357,3 +357,77 @@ async def test_a_settlement_costs_two_round_trips(
     sent = count_round_trips(monkeypatch)
     assert await store.settle("a", "r1", refund=True) is not None
     assert sent() == 2
+
+
+def stall_charge(clock: FakeClock, token: str) -> Charge:
+    return Charge(token, 5, "2026-11-23", "2026-11", clock.now + 10, clock.now + 100)
+
+
+async def reserved(server: RedisServer) -> tuple[int, int]:
+    """Slots in use and day budget used by tenant "a"."""
+    async with aioredis.Redis.from_url(server.url) as client:
+        slots = await client.zcard("gmigw:{a}:slots")
+        used = await client.get("gmigw:{a}:budget:2026-11-23")
+    return slots, int(used or 0)
+
+
+async def until_undone(store: RedisStore) -> None:
+    for _ in range(200):
+        if store.undo_pending == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{store.undo_pending} reservations still waiting for an undo")
+
+
+async def test_a_reservation_whose_reply_was_lost_is_given_back(
+    own_server: RedisServer, clock: FakeClock
+) -> None:
+    """A Redis stalled past the client's timeout still runs the script it received: a submit
+    answered 503 held a slot and budget that no job refers to (review finding)."""
+    store = RedisStore(aioredis.Redis.from_url(own_server.url, socket_timeout=0.3), clock=clock)
+    limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=10)
+    warm = stall_charge(clock, "warm")  # loads both scripts: a stalled NOSCRIPT would not run
+    await store.begin_submit("a", warm, limits, hold_until=clock.now + 60)
+    await store.release("a", warm)
+    own_server.pause()
+    try:
+        with pytest.raises(StoreError):
+            await store.begin_submit("a", stall_charge(clock, "lost"), limits, hold_until=70)
+    finally:
+        own_server.resume()
+    await until_undone(store)
+    assert await reserved(own_server) == (0, 0)
+    again = await store.begin_submit("a", stall_charge(clock, "next"), limits, hold_until=70)
+    assert again.decision is not None
+    assert again.decision.allowed
+    await store.aclose()
+
+
+async def test_a_refund_that_failed_is_retried_until_redis_answers(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream refused the submit, but the connection broke before the refund left."""
+    charge = stall_charge(clock, "refused")
+    await store.begin_submit("a", charge, SubmitLimits(), hold_until=clock.now + 60)
+    send = AbstractConnection.send_packed_command
+
+    async def broken(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", send)  # only this once
+        raise redis.ConnectionError("connection reset before sending")
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", broken)
+    with pytest.raises(StoreError):
+        await store.release("a", charge)
+    await until_undone(store)
+    assert await reserved(own_server) == (0, 0)
+
+
+async def test_a_reservation_that_reaches_redis_after_its_undo_reserves_nothing(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
+) -> None:
+    charge = stall_charge(clock, "late")
+    assert await store.undo_reservation("a", charge) is False  # nothing reserved yet
+    with pytest.raises(StoreError, match="given up"):
+        await store.begin_submit("a", charge, SubmitLimits(), hold_until=clock.now + 60)
+    await until_undone(store)
+    assert await reserved(own_server) == (0, 0)

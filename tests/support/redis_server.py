@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -76,6 +77,16 @@ class RedisServer:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait(5)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and what clients send waits in
+        its buffers, to run on ``resume`` (a Redis stalled by a slow fork or a paused VM)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         """Stop and remove the working directory; the object cannot be started again."""

@@ -2,16 +2,19 @@
 -- all pass, consume them all and claim the key (gateway/store/limits.py holds the same
 -- arithmetic; decide_submit re-derives the decision from what this returns).
 -- gcra.lua comes first. KEYS[1] submit rate (a stored TAT, see limits.py), KEYS[2] slots,
--- KEYS[3] day budget, KEYS[4] month budget, KEYS[5] the key's claim hash (absent: no key)
+-- KEYS[3] day budget, KEYS[4] month budget, KEYS[5] the token's void marker (release.lua),
+-- KEYS[6] the key's claim hash (absent: no key)
 -- ARGV[1] now µs, ARGV[2] now s, ARGV[3] token, ARGV[4] cost, ARGV[5] rate limit (0: none),
 -- ARGV[6] concurrency limit, ARGV[7] day limit, ARGV[8] month limit, ARGV[9] hold until s,
 -- ARGV[10] day ends s, ARGV[11] month ends s, ARGV[12] fingerprint, ARGV[13] claim ttl s
--- Returns {outcome} or {'done', status, body} for a key that is taken, else
+-- Returns {'void'} for a token given up on before this ran (it reserves nothing), {outcome}
+-- or {'done', status, body} for a key that is taken, else
 -- {outcome ('new', or '' without a key), violated, remaining, reset µs, retry µs, stored TAT,
 -- slots in use, day used, month used}.
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'void'} end
 local now_us = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
-local claim = KEYS[5]
+local claim = KEYS[6]
 if claim then
   local fields = redis.call('HMGET', claim, 'fingerprint', 'expires_at', 'status', 'body')
   if fields[1] and tonumber(fields[2]) > now then

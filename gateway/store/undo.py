@@ -1,0 +1,72 @@
+"""Reservations whose fate Redis never confirmed, given back once it answers again.
+
+A script whose reply is lost (a read timeout, a dropped connection) may still run: Redis
+executes what reached it, even after a stall of seconds and even if the client has hung up.
+A submit answered 503 because its reservation's reply was lost would then hold a slot and
+budget that no job refers to, so nothing would ever give them back; a refund whose reply was
+lost may not have happened. Each such reservation waits here until an undo of it gets a
+reply. The undo also voids the token, so it is right in whichever order it and a late
+reservation reach Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from gateway.store.base import Charge, StoreError
+
+__all__ = ("UndoQueue",)
+
+_log = structlog.get_logger("gateway.store")
+FIRST_DELAY_SECONDS = 0.1
+MAX_DELAY_SECONDS = 5.0
+MAX_PENDING = 10_000  # a reservation per failed submit; Redis down for long fails at connect
+
+
+class UndoQueue:
+    """Undo each reservation added, in order, retrying with backoff until the store answers."""
+
+    def __init__(self, undo: Callable[[str, Charge], Awaitable[bool]]) -> None:
+        self._undo = undo
+        self._pending: deque[tuple[str, Charge]] = deque()
+        self._drain: asyncio.Task[None] | None = None
+
+    def add(self, tenant: str, charge: Charge) -> None:
+        if len(self._pending) >= MAX_PENDING:
+            _log.error("reservation_undo_dropped", tenant=tenant, token=charge.token)
+            return
+        self._pending.append((tenant, charge))
+        _log.warning("reservation_undo_pending", tenant=tenant, token=charge.token)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._run())
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def aclose(self) -> None:
+        """Stop retrying; what is left stays reserved (its slot still expires at its hold)."""
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+        if self._pending:
+            _log.error("reservations_left_undone", count=len(self._pending))
+
+    async def _run(self) -> None:
+        delay = FIRST_DELAY_SECONDS
+        while self._pending:
+            tenant, charge = self._pending[0]
+            try:
+                released = await self._undo(tenant, charge)
+            except StoreError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY_SECONDS)
+                continue
+            self._pending.popleft()
+            delay = FIRST_DELAY_SECONDS
+            _log.info("reservation_undone", tenant=tenant, token=charge.token, released=released)
