@@ -102,9 +102,10 @@ VIDEO_SECONDS_REFUNDED = Counter(
 )
 JOBS_IN_FLIGHT = Gauge(
     "gmigw_jobs_in_flight",
-    "Jobs recorded and not yet settled, as counted by the replicas (sum over processes).",
+    "Jobs submitted and not yet ended, by tenant, read from the shared store at each scrape "
+    "(every replica reports the same count: aggregate with max, not sum).",
     ["tenant"],
-    multiprocess_mode="livesum",
+    multiprocess_mode="mostrecent",  # the worker that serves the scrape has just set it
 )
 UPSTREAM_CIRCUIT_STATE = Gauge(
     "gmigw_upstream_circuit_state",

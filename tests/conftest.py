@@ -119,8 +119,17 @@ class SimControl:
     def clear_faults(self) -> None:
         self._http.delete("/_sim/faults").raise_for_status()
 
+    def cancel(self, request_id: str) -> None:
+        self._http.post(f"/_sim/requests/{request_id}/cancel").raise_for_status()
+
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> SimControl:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @pytest.fixture

@@ -215,7 +215,6 @@ class Jobs:
             ) from None
         metrics.JOBS_SUBMITTED.labels(tenant.id, model).inc()
         metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
-        metrics.JOBS_IN_FLIGHT.labels(tenant.id).inc()
         return Submitted(200, response.body, decision)
 
     async def get(

@@ -8,9 +8,10 @@ job's charge when it ends: ``success`` keeps it, ``failed``/``cancelled``/expire
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -63,6 +64,7 @@ _REFUNDED_STATUSES = frozenset({"failed", "cancelled", "expired"})
 _SETTLEMENT_OUTCOMES = {"success": "charged", "expired": "expired"}
 
 _log = structlog.get_logger("gateway.quota")
+IN_FLIGHT_SCRAPE_SECONDS = 1.0  # a scrape must not wait on a stalled store
 _T = TypeVar("_T")
 
 
@@ -174,7 +176,6 @@ class Quotas:
         if settled is not None:
             metrics.JOBS_FINISHED.labels(tenant_id, model, status).inc()
             metrics.VIDEO_SECONDS_REFUNDED.labels(tenant_id).inc(settled.refunded)
-            metrics.JOBS_IN_FLIGHT.labels(tenant_id).dec()
             if self._audit is not None:
                 self._audit.emit(
                     AuditEvent(
@@ -226,6 +227,23 @@ class Quotas:
             "jobs_in_flight": in_flight,
         }
         return body, Decision(True, states) if states else None
+
+    async def publish_in_flight(self, tenants: Iterable[Tenant]) -> None:
+        """Set ``gmigw_jobs_in_flight`` from the shared store, before a scrape.
+
+        A count kept per process went wrong as soon as one replica submitted a job and another
+        settled it (one +1, the other -1), and a restart lost it. The store's count is the same
+        on every replica. Left as it was if the store does not answer in time.
+        """
+        tenants = list(tenants)
+        counts = asyncio.gather(*(self._states(tenant) for tenant in tenants))
+        try:
+            states = await asyncio.wait_for(counts, IN_FLIGHT_SCRAPE_SECONDS)
+        except (StoreError, TimeoutError) as exc:
+            _log.warning("in_flight_unknown", error=str(exc) or "the store did not answer")
+            return
+        for tenant, (_, in_flight) in zip(tenants, states, strict=True):
+            metrics.JOBS_IN_FLIGHT.labels(tenant.id).set(in_flight)
 
     async def _states(self, tenant: Tenant) -> tuple[tuple[LimitState, ...], int]:
         return await self._store.usage(

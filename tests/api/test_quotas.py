@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import UPSTREAM_KEY, SimControl
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
@@ -29,6 +30,7 @@ LIMITS = {
     "idem": "video_seconds_per_day: 1000",
     "failing": "video_seconds_per_day: 10",
     "poller": "",
+    "gauge": "",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -361,3 +363,33 @@ def test_finished_job_polls_cost_no_upstream_call(
                 for _ in range(10):
                     assert other.get(f"/requests/{request_id}").json()["status"] == "success"
     assert sim_control.calls()["GET /requests/{request_id}"] == before
+
+
+def in_flight_gauges(replicas: list[ServerProcess], tenant: str) -> list[float]:
+    """``gmigw_jobs_in_flight`` for ``tenant`` as each replica's scrape reports it."""
+    found = []
+    for replica in replicas:
+        text = httpx.get(replica.url + "/metrics").text
+        found += [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "gmigw_jobs_in_flight" and sample.labels == {"tenant": tenant}
+        ]
+    return found
+
+
+def test_every_replica_reports_the_stores_jobs_in_flight(
+    replicas: list[ServerProcess], sim: ServerProcess
+) -> None:
+    """One replica submitted, another settled: counted per process, the first said 1 and the
+    second -1 for ever after (review finding)."""
+    assert in_flight_gauges(replicas, "gauge") == [0, 0, 0]
+    with client(replicas[0], "gauge") as first:
+        job = first.post("/requests", json=body()).raise_for_status().json()
+    assert in_flight_gauges(replicas, "gauge") == [1, 1, 1]
+    with SimControl(sim) as control:
+        control.cancel(job["request_id"])
+    with client(replicas[1], "gauge") as second:
+        assert second.get(f"/requests/{job['request_id']}").json()["status"] == "cancelled"
+    assert in_flight_gauges(replicas, "gauge") == [0, 0, 0]
