@@ -125,7 +125,15 @@ def _serve(args: argparse.Namespace) -> int:
     except (SettingsError, TenantConfigError) as exc:
         print(f"gmi-gateway serve: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
+    if args.workers > 1 and settings.redis_url is None:
+        print(
+            "gmi-gateway serve: --workers above 1 needs GATEWAY_REDIS_URL: the in-memory store "
+            "is per process, so each worker would keep its own jobs and quotas (a job "
+            "submitted through one worker is 404 on the next, and every limit counts N times)",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings.log_level, secrets=settings.log_secrets)
     if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _prepare_multiprocess_metrics()
     # Workers start as fresh interpreters (not forks), so they import prometheus-client with
@@ -144,6 +152,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Granian's own records go to the root logger: the same redacted JSON lines as ours.
         log_dictconfig={"handlers": {}, "loggers": {"_granian": {"propagate": True}}},
         workers_kill_timeout=drain_seconds(settings),
+        respawn_failed_workers=True,  # one crashed worker must not take the server down
     ).serve()
     return 0
 

@@ -214,7 +214,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def app_from_env() -> Litestar:
     """App factory for ``uvicorn --factory`` workers: settings and logging from the environment."""
     settings = Settings.from_env(os.environ)
-    configure_logging(settings.log_level, secrets=[settings.upstream_api_key.reveal()])
+    configure_logging(settings.log_level, secrets=settings.log_secrets)
     if "metrics" in settings.features_off:
         metrics.switch_off()  # process-wide, like the metrics themselves
     return create_app(settings)

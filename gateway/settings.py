@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
+from urllib.parse import quote, urlsplit
+
+from redis.connection import parse_url
 
 __all__ = (
     "DEFAULT_UPSTREAM_URL",
@@ -139,8 +142,8 @@ class Settings:
         if not upstream_url.startswith(("http://", "https://")):
             raise SettingsError("GATEWAY_UPSTREAM_URL must be an http:// or https:// URL")
         redis_url = env.get("GATEWAY_REDIS_URL") or None
-        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+        if redis_url is not None:
+            _check_redis_url(redis_url)
         settings = cls(
             upstream_api_key=key,
             upstream_url=upstream_url,
@@ -201,9 +204,40 @@ class Settings:
         return settings
 
     @property
+    def log_secrets(self) -> list[str]:
+        """Values no log line may show: the GMI key and the Redis password (in the forms a
+        URL or an error message may carry it)."""
+        found = [self.upstream_api_key.reveal()]
+        if self.redis_url is not None:
+            url = self.redis_url.reveal()
+            password = _parse_redis_url(url).get("password")
+            if isinstance(password, str) and password:
+                found += [password, quote(password, safe=""), urlsplit(url).password or password]
+        return found
+
+    @property
     def longest_submit_seconds(self) -> float:
         """From reserving a submit's quota to recording its job (when the hold ends)."""
         return self.upstream_connect_timeout + self.upstream_read_timeout + _STORE_SLACK_SECONDS
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a URL redis-py cannot read, without quoting it: it may hold the password."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
+    try:
+        _parse_redis_url(url)
+    except ValueError:
+        raise SettingsError(
+            "GATEWAY_REDIS_URL does not parse (host, port, database; percent-encode reserved "
+            "characters in the password, / as %2F); the value is not shown"
+        ) from None
+
+
+def _parse_redis_url(url: str) -> dict[str, object]:
+    """The connection options redis-py reads from ``url`` (raises ``ValueError``)."""
+    options: dict[str, object] = parse_url(url)  # type: ignore[no-untyped-call]
+    return options
 
 
 def _api_key(env: Mapping[str, str]) -> Secret:

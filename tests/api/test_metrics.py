@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import UPSTREAM_KEY, Keys, client_for
 from tests.support.processes import ServerProcess, start_gateway
 from tests.support.promtool import promtool_check
+from tests.support.redis_server import RedisServer, find_redis_server
 
 MODEL = "Kling-Text2Video-V2-Master"
 MIRROR_ROUTE = "/api/v1/ie/requestqueue/apikey"
@@ -76,14 +77,16 @@ def test_counters_move_as_the_requests_say(gateway: ServerProcess, keys: Keys) -
 
 @pytest.fixture
 def two_workers(sim: ServerProcess, tenants_file: Path, tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_gateway(
-        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
-        name="workers", workers=2,
-    )  # fmt: skip
-    yield server
-    server.stop()
+    with RedisServer(find_redis_server()) as redis:  # workers share their state through it
+        server = start_gateway(
+            tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+            name="workers", workers=2, extra_env={"GATEWAY_REDIS_URL": redis.url},
+        )  # fmt: skip
+        yield server
+        server.stop()
 
 
+@pytest.mark.redis
 def test_one_scrape_sums_every_worker(two_workers: ServerProcess) -> None:
     for _ in range(20):
         with httpx.Client() as fresh:  # a new connection each time, so both workers answer

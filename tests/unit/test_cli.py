@@ -133,3 +133,16 @@ def test_sim_refuses_an_unreadable_catalog(
     err = capsys.readouterr().err
     assert f"cannot read the catalog {catalog}" in err
     assert problem in err
+
+
+def test_several_workers_need_the_shared_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without Redis each worker kept its own jobs: polls of one job flipped 200/404."""
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants: []\n")
+    monkeypatch.setenv("GMI_API_KEY", "gmi-key-value")
+    monkeypatch.setenv("GATEWAY_TENANTS_FILE", str(tenants))
+    monkeypatch.delenv("GATEWAY_REDIS_URL", raising=False)
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "--workers above 1 needs GATEWAY_REDIS_URL" in capsys.readouterr().err

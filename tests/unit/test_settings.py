@@ -123,6 +123,31 @@ def test_a_value_that_is_not_a_number_is_never_echoed() -> None:
     assert "secret" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://:S3CRETPW/Zq9+b64@10.0.0.5:6379/0", "redis://10.0.0.5:S3CRETPW/0"]
+)
+def test_a_redis_url_that_does_not_parse_is_refused_without_echoing_it(url: str) -> None:
+    """An unencoded "/" in a base64 password broke the URL; redis-py's error then carried the
+    password into the logs (review finding)."""
+    with pytest.raises(SettingsError, match=r"^GATEWAY_REDIS_URL does not parse") as caught:
+        Settings.from_env({**BASE, "GATEWAY_REDIS_URL": url})
+    assert "S3CRETPW" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "secrets"),
+    [
+        ("redis://10.0.0.5:6379/0", []),
+        ("redis://:pa%2Fss-word@10.0.0.5:6379/0", ["pa/ss-word", "pa%2Fss-word"]),
+        ("redis://user:pass-word@10.0.0.5/0", ["pass-word"]),
+        ("redis://10.0.0.5/0?password=pass-word", ["pass-word"]),
+    ],
+)
+def test_the_redis_password_is_among_the_log_secrets(url: str, secrets: list[str]) -> None:
+    settings = Settings.from_env({**BASE, "GATEWAY_REDIS_URL": url})
+    assert set(settings.log_secrets) == {"gmi-key-value", *secrets}
+
+
 def test_features_can_be_switched_off_for_measuring() -> None:
     assert Settings.from_env(BASE).features_off == frozenset()
     settings = Settings.from_env({**BASE, "GATEWAY_FEATURES_OFF": " audit, metrics "})
