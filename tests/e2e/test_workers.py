@@ -1,0 +1,59 @@
+"""``serve --workers 2``: one worker that crashes is replaced; the server keeps serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import UPSTREAM_KEY
+from tests.support.processes import ServerProcess, start_gateway
+from tests.support.redis_server import RedisServer, find_redis_server
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def two_workers(sim: ServerProcess, tenants_file: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    with RedisServer(find_redis_server()) as redis:
+        server = start_gateway(
+            tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+            name="respawn", workers=2, extra_env={"GATEWAY_REDIS_URL": redis.url},
+        )  # fmt: skip
+        yield server
+        server.stop()
+
+
+def workers_of(pid: int) -> set[int]:
+    """The server's worker processes (not multiprocessing's resource tracker)."""
+    found = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(int(child))
+        except FileNotFoundError:  # it ended meanwhile
+            pass
+    return found
+
+
+def test_a_crashed_worker_is_replaced(two_workers: ServerProcess) -> None:
+    """granian used to stop the whole server when one worker died (review finding)."""
+    assert two_workers.pid is not None
+    deadline = time.monotonic() + 10
+    while len(before := workers_of(two_workers.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(before) == 2
+    crashed = min(before)
+    os.kill(crashed, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while len(workers_of(two_workers.pid) - {crashed}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers_of(two_workers.pid) - {crashed}) == 2
+    for _ in range(10):
+        with httpx.Client() as fresh:  # a new connection each time, so both workers answer
+            assert fresh.get(two_workers.url + "/healthz").status_code == 200
