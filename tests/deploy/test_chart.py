@@ -141,8 +141,9 @@ def test_pods_are_locked_down() -> None:
 @pytest.mark.parametrize(
     ("values", "reason"),
     [
-        ({"replicaCount": 2}, "more than one replica needs redis"),
-        ({"autoscaling": {"enabled": True}}, "more than one replica needs redis"),
+        ({"replicaCount": 2}, "more than one replica or worker needs redis"),
+        ({"autoscaling": {"enabled": True}}, "more than one replica or worker needs redis"),
+        ({"gateway": {"workers": 2}}, "more than one replica or worker needs redis"),
         (
             {"autoscaling": {"enabled": True}, "redis": {"url": "redis://r:6379/0"}},
             "autoscaling needs resources.requests.cpu",
@@ -189,6 +190,20 @@ def test_a_redis_url_never_goes_through_extra_env() -> None:
     leaky = {"gateway": {"extraEnv": {"GATEWAY_REDIS_URL": "redis://:hunter2@r:6379/0"}}}
     report = helm_python.lint(str(CHART), {**REQUIRED, **leaky})
     assert report["errors"] or any(m["severity"] > 2 for m in report["messages"])
+
+
+def test_a_redis_password_never_goes_through_redis_url() -> None:
+    """redis-py also reads a password from the query; redis.url lands in a ConfigMap."""
+    leaky = {"redis": {"url": "redis://r:6379/0?password=hunter2"}}
+    with pytest.raises(helm_python.HelmError, match="redis/url"):
+        render({**REQUIRED, **leaky})
+
+
+def test_extra_env_cannot_repeat_what_the_chart_sets() -> None:
+    """A repeated key in the ConfigMap's data leaves the winner to the YAML decoder."""
+    for name in ("GATEWAY_LOG_LEVEL", "GATEWAY_TENANTS_FILE"):
+        with pytest.raises(helm_python.HelmError, match=f"invalid propertyName '{name}'"):
+            render({**REQUIRED, "gateway": {"extraEnv": {name: "debug"}}})
 
 
 def test_selectors_are_stable_across_versions() -> None:

@@ -53,8 +53,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* Settings that would deploy but misbehave: refused at install time, with the reason. */}}
 {{- define "gmi-gateway.validate" -}}
 {{- $replicas := ternary .Values.autoscaling.minReplicas .Values.replicaCount .Values.autoscaling.enabled }}
-{{- if and (or (gt (int $replicas) 1) .Values.autoscaling.enabled) (not (or .Values.redis.url .Values.redis.existingSecret)) }}
-{{- fail "more than one replica needs redis.url or redis.existingSecret: without Redis each pod keeps its own jobs and quotas, so polls fail on the other pods and every limit multiplies" }}
+{{- $several := or (gt (int $replicas) 1) .Values.autoscaling.enabled (gt (int .Values.gateway.workers) 1) }}
+{{- if and $several (not (or .Values.redis.url .Values.redis.existingSecret)) }}
+{{- fail "more than one replica or worker needs redis.url or redis.existingSecret: without Redis each process keeps its own jobs and quotas, so polls fail on the others and every limit multiplies" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
 {{- fail "autoscaling needs resources.requests.cpu: the HorizontalPodAutoscaler scales on CPU utilisation, a share of that request" }}
