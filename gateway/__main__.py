@@ -7,6 +7,7 @@ import importlib
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -134,12 +135,13 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level, secrets=settings.log_secrets)
+    scratch = None
     if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        _prepare_multiprocess_metrics()
+        scratch = _prepare_multiprocess_metrics()
     # Workers start as fresh interpreters (not forks), so they import prometheus-client with
     # PROMETHEUS_MULTIPROC_DIR already set and inherit no state of this process.
     multiprocessing.set_start_method("spawn", force=True)
-    Granian(
+    server = Granian(
         "gateway.app:app_from_env",
         factory=True,
         interface=Interfaces.ASGI,
@@ -153,22 +155,30 @@ def _serve(args: argparse.Namespace) -> int:
         log_dictconfig={"handlers": {}, "loggers": {"_granian": {"propagate": True}}},
         workers_kill_timeout=drain_seconds(settings),
         respawn_failed_workers=True,  # one crashed worker must not take the server down
-    ).serve()
+    )
+    try:
+        server.serve()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-def _prepare_multiprocess_metrics() -> None:
+def _prepare_multiprocess_metrics() -> str | None:
     """Workers write metrics to files in one directory so a scrape of any worker sums them all.
 
     Uses ``PROMETHEUS_MULTIPROC_DIR`` when set (the chart mounts an emptyDir there), emptied of
-    a previous run's files; otherwise a fresh temporary directory.
+    a previous run's files; otherwise a fresh temporary directory, returned for removal when
+    the server stops.
     """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         for stale in Path(directory).glob("*.db"):
             stale.unlink()
-    else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gmigw-metrics-")
+        return None
+    scratch = tempfile.mkdtemp(prefix="gmigw-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
+    return scratch
 
 
 def _keys_new(args: argparse.Namespace) -> int:

@@ -20,10 +20,12 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture
 def two_workers(sim: ServerProcess, tenants_file: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    (tmp_path / "tmp").mkdir()
     with RedisServer(find_redis_server()) as redis:
+        env = {"GATEWAY_REDIS_URL": redis.url, "TMPDIR": str(tmp_path / "tmp")}
         server = start_gateway(
             tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
-            name="respawn", workers=2, extra_env={"GATEWAY_REDIS_URL": redis.url},
+            name="respawn", workers=2, extra_env=env,
         )  # fmt: skip
         yield server
         server.stop()
@@ -57,3 +59,12 @@ def test_a_crashed_worker_is_replaced(two_workers: ServerProcess) -> None:
     for _ in range(10):
         with httpx.Client() as fresh:  # a new connection each time, so both workers answer
             assert fresh.get(two_workers.url + "/healthz").status_code == 200
+
+
+def test_the_metrics_scratch_directory_goes_with_the_server(
+    two_workers: ServerProcess, tmp_path: Path
+) -> None:
+    """Each run of serve --workers N left a /tmp/gmigw-metrics-* behind (review finding)."""
+    assert len(list((tmp_path / "tmp").glob("gmigw-metrics-*"))) == 1
+    assert two_workers.stop() == 0
+    assert list((tmp_path / "tmp").glob("gmigw-metrics-*")) == []
