@@ -32,7 +32,7 @@ from gateway.store.base import (
 from gateway.store.batching import Batcher
 from gateway.store.keys import store_key
 from gateway.store.limits import RateResult, decide_submit, to_us, usage_states
-from gateway.store.undo import UndoQueue
+from gateway.store.undo import Reservation, UndoQueue
 
 __all__ = ("RedisStore",)
 
@@ -84,7 +84,7 @@ class RedisStore(Store):
         self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
-        self._undo = UndoQueue(self.undo_reservation)
+        self._undo = UndoQueue(self._undo_reservation)
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
@@ -297,7 +297,9 @@ class RedisStore(Store):
         try:
             reply = await self._call(self._begin_submit(keys=keys, args=args))
         except (StoreError, asyncio.CancelledError):
-            self._undo.add(tenant, charge)  # the script may run yet: nobody would give it back
+            # The script may run yet, and nobody would give back what it reserves.
+            key = None if idempotency is None else idempotency.key
+            self._undo.add(Reservation(tenant, charge, key))
             raise
         outcome = reply[0].decode()
         if outcome == "void":
@@ -329,19 +331,29 @@ class RedisStore(Store):
                 await self._call(self._release(keys=keys, args=[charge.token, charge.cost]))
             )
         except StoreError:
-            self._undo.add(tenant, charge)  # the refund may not have happened: retry it
+            self._undo.add(Reservation(tenant, charge))  # the refund may not have happened
             raise
 
-    async def undo_reservation(self, tenant: str, charge: Charge) -> bool:
+    async def undo_reservation(
+        self, tenant: str, charge: Charge, idempotency_key: str | None = None
+    ) -> bool:
         """Give back a reservation whose submit was given up (as ``release``), and void its
-        token, so a ``begin_submit`` of it still on its way to Redis reserves nothing.
+        token, so a ``begin_submit`` of it still on its way to Redis reserves nothing; free the
+        ``idempotency_key`` it claimed, unless another submit holds it now.
         Returns whether there was a reservation to give back."""
         keys = [
             *self._charge_keys(tenant, charge.day, charge.month),
             self._void_key(tenant, charge),
         ]
+        if idempotency_key is not None:
+            keys.append(self._key(tenant, "idempotency", idempotency_key))
         args: list[Arg] = [charge.token, charge.cost, VOID_SECONDS]
         return bool(await self._call(self._release(keys=keys, args=args)))
+
+    async def _undo_reservation(self, reservation: Reservation) -> bool:
+        return await self.undo_reservation(
+            reservation.tenant, reservation.charge, reservation.idempotency_key
+        )
 
     @property
     def undo_pending(self) -> int:

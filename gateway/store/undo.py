@@ -6,7 +6,8 @@ A submit answered 503 because its reservation's reply was lost would then hold a
 budget that no job refers to, so nothing would ever give them back; a refund whose reply was
 lost may not have happened. Each such reservation waits here until an undo of it gets a
 reply. The undo also voids the token, so it is right in whichever order it and a late
-reservation reach Redis.
+reservation reach Redis, and frees the Idempotency-Key the late reservation claimed (a client
+retrying the 503 with it would get 409 until the claim expired).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
 from gateway.store.base import Charge, StoreError
 
-__all__ = ("UndoQueue",)
+__all__ = ("Reservation", "UndoQueue")
 
 _log = structlog.get_logger("gateway.store")
 FIRST_DELAY_SECONDS = 0.1
@@ -28,20 +30,28 @@ MAX_DELAY_SECONDS = 5.0
 MAX_PENDING = 10_000  # a reservation per failed submit; Redis down for long fails at connect
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    tenant: str
+    charge: Charge
+    idempotency_key: str | None = None  # the key its submit claimed, if it had one
+
+
 class UndoQueue:
     """Undo each reservation added, in order, retrying with backoff until the store answers."""
 
-    def __init__(self, undo: Callable[[str, Charge], Awaitable[bool]]) -> None:
+    def __init__(self, undo: Callable[[Reservation], Awaitable[bool]]) -> None:
         self._undo = undo
-        self._pending: deque[tuple[str, Charge]] = deque()
+        self._pending: deque[Reservation] = deque()
         self._drain: asyncio.Task[None] | None = None
 
-    def add(self, tenant: str, charge: Charge) -> None:
+    def add(self, reservation: Reservation) -> None:
+        tenant, token = reservation.tenant, reservation.charge.token
         if len(self._pending) >= MAX_PENDING:
-            _log.error("reservation_undo_dropped", tenant=tenant, token=charge.token)
+            _log.error("reservation_undo_dropped", tenant=tenant, token=token)
             return
-        self._pending.append((tenant, charge))
-        _log.warning("reservation_undo_pending", tenant=tenant, token=charge.token)
+        self._pending.append(reservation)
+        _log.warning("reservation_undo_pending", tenant=tenant, token=token)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._run())
 
@@ -60,13 +70,18 @@ class UndoQueue:
     async def _run(self) -> None:
         delay = FIRST_DELAY_SECONDS
         while self._pending:
-            tenant, charge = self._pending[0]
+            reservation = self._pending[0]
             try:
-                released = await self._undo(tenant, charge)
+                released = await self._undo(reservation)
             except StoreError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_DELAY_SECONDS)
                 continue
             self._pending.popleft()
             delay = FIRST_DELAY_SECONDS
-            _log.info("reservation_undone", tenant=tenant, token=charge.token, released=released)
+            _log.info(
+                "reservation_undone",
+                tenant=reservation.tenant,
+                token=reservation.charge.token,
+                released=released,
+            )

@@ -383,24 +383,46 @@ async def test_a_reservation_whose_reply_was_lost_is_given_back(
     own_server: RedisServer, clock: FakeClock
 ) -> None:
     """A Redis stalled past the client's timeout still runs the script it received: a submit
-    answered 503 held a slot and budget that no job refers to (review finding)."""
+    answered 503 held a slot and budget that no job refers to, and its Idempotency-Key, so a
+    retry with the key got 409 (review finding)."""
     store = RedisStore(aioredis.Redis.from_url(own_server.url, socket_timeout=0.3), clock=clock)
     limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=10)
     warm = stall_charge(clock, "warm")  # loads both scripts: a stalled NOSCRIPT would not run
     await store.begin_submit("a", warm, limits, hold_until=clock.now + 60)
     await store.release("a", warm)
+    key = Idempotency("retry-me", "fp", 120)
     own_server.pause()
     try:
         with pytest.raises(StoreError):
-            await store.begin_submit("a", stall_charge(clock, "lost"), limits, hold_until=70)
+            await store.begin_submit(
+                "a", stall_charge(clock, "lost"), limits, hold_until=70, idempotency=key
+            )
     finally:
         own_server.resume()
     await until_undone(store)
     assert await reserved(own_server) == (0, 0)
-    again = await store.begin_submit("a", stall_charge(clock, "next"), limits, hold_until=70)
-    assert again.decision is not None
-    assert again.decision.allowed
+    retry = await store.begin_submit(
+        "a", stall_charge(clock, "retry"), limits, hold_until=70, idempotency=key
+    )
+    assert retry.claim is not None
+    assert retry.claim.outcome == "new"
+    assert retry.decision is not None
+    assert retry.decision.allowed
     await store.aclose()
+
+
+async def test_an_undo_leaves_a_key_another_submit_holds(
+    store: RedisStore, clock: FakeClock
+) -> None:
+    key = Idempotency("shared", "fp", 120)
+    await store.begin_submit("a", stall_charge(clock, "holder"), SubmitLimits(), hold_until=70,
+                             idempotency=key)  # fmt: skip
+    await store.undo_reservation("a", stall_charge(clock, "other"), key.key)
+    again = await store.begin_submit(
+        "a", stall_charge(clock, "third"), SubmitLimits(), hold_until=70, idempotency=key
+    )
+    assert again.claim is not None
+    assert again.claim.outcome == "pending"
 
 
 async def test_a_refund_that_failed_is_retried_until_redis_answers(

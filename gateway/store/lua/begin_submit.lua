@@ -67,7 +67,7 @@ if not violated then
   if claim then
     local ttl = tonumber(ARGV[13])
     redis.call('DEL', claim)
-    redis.call('HSET', claim, 'fingerprint', ARGV[12], 'expires_at', now + ttl)
+    redis.call('HSET', claim, 'fingerprint', ARGV[12], 'expires_at', now + ttl, 'token', ARGV[3])
     redis.call('PEXPIRE', claim, math.ceil(ttl * 1000))
   end
 end
