@@ -230,8 +230,8 @@ class RequestContextMiddleware:
         status = 500
         started = time.perf_counter()
         head = scope["method"] == "HEAD"
-        if head:  # answered as the GET it asks about, without the body (RFC 9110 §9.3.2)
-            scope["method"] = "GET"
+        if head:  # answered as the GET it asks about, without the body (RFC 9110 §9.3.2);
+            scope = {**scope, "method": "GET"}  # a copy: the server must still see HEAD
 
         async def send_with_id(message: Message) -> None:
             nonlocal status

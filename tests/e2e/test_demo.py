@@ -46,3 +46,13 @@ def test_demo_banner_commands_work(demo: ServerProcess) -> None:
             time.sleep(0.05)
         assert client.get("/requests").json()["total"] == 1
     assert key not in demo.output().split("(the same commands", 1)[1].split("\n", 1)[1]
+
+
+def test_head_works_on_the_demo_server_too(demo: ServerProcess) -> None:
+    """uvicorn (the demo's server) checks the method itself: it must still see HEAD."""
+    for path in ("/healthz", "/api/v1/ie/requestqueue/apikey/models"):  # 200, and a 401
+        got, head = httpx.get(demo.url + path), httpx.head(demo.url + path)
+        assert head.status_code == got.status_code
+        assert head.content == b""
+        assert head.headers["content-length"] == str(len(got.content))
+    assert "Traceback" not in demo.output()
