@@ -33,6 +33,7 @@ __all__ = (
     "note_ratelimit",
     "query_count",
     "services",
+    "spend_read",
     "tenant_principal",
     "tenant_read",
 )
@@ -83,8 +84,14 @@ def tenant_principal(request: AnyRequest) -> Principal:
 async def tenant_read(request: AnyRequest) -> Principal:
     """Authenticate a tenant and spend one of its reads (429 when ``reads_per_minute`` is out)."""
     principal = tenant_principal(request)
-    note_ratelimit(request, await services(request).quotas.take_read(principal.tenant))
+    await spend_read(request, principal)
     return principal
+
+
+async def spend_read(request: AnyRequest, principal: Principal) -> None:
+    """Spend one of the tenant's reads: once the request is known to be valid, as a refused
+    one costs nothing."""
+    note_ratelimit(request, await services(request).quotas.take_read(principal.tenant))
 
 
 def note_ratelimit(request: AnyRequest, decision: Decision | None) -> None:

@@ -33,6 +33,7 @@ from gateway.routes.deps import (
     note_ratelimit,
     query_count,
     services,
+    spend_read,
     tenant_principal,
     tenant_read,
 )
@@ -176,10 +177,11 @@ async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Reply:
 async def list_requests(request: AnyRequest) -> Reply:
     """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100; 0 gives only
     ``total``, as the upstream does), ``offset``."""
-    principal = await tenant_read(request)
+    principal = tenant_principal(request)
     query = request.query_params
     limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
     offset = _int_param(query.get("offset"), "offset", default=0)
+    await spend_read(request, principal)
     body = await services(request).jobs.list(
         principal,
         model=query.get("model_id") or None,
@@ -206,8 +208,12 @@ class _UploadOperation(Operation):
 )
 async def create_upload_url(request: AnyRequest) -> Reply:
     """A presigned upload slot for an image-to-video input file (costs one read)."""
-    await tenant_read(request)
-    return Reply(await services(request).uploads.slot(await request.body()))
+    principal = tenant_principal(request)
+    uploads = services(request).uploads
+    body = await request.body()
+    uploads.check(body)
+    await spend_read(request, principal)
+    return Reply(await uploads.slot(body))
 
 
 def _json_object(**fields: Schema) -> RequestBody:

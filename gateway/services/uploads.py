@@ -23,14 +23,19 @@ class Uploads:
     def __init__(self, upstream: UpstreamClient) -> None:
         self._upstream = upstream
 
-    async def slot(self, body: bytes) -> bytes:
-        """The upstream's ``{"upload_url", "public_url"}`` for a valid request body.
+    @staticmethod
+    def check(body: bytes) -> None:
+        """Refuse a body that is not ``{"file_type": <one of FILE_TYPES>}``.
 
         Raises:
-            InvalidJSON, InvalidPayload: the body is not ``{"file_type": <one of FILE_TYPES>}``
-                (nothing is sent upstream).
+            InvalidJSON, InvalidPayload: naming the problem.
         """
-        _check(body)
+        if json_object(body).get("file_type") not in FILE_TYPES:
+            types = ", ".join(FILE_TYPES)
+            raise InvalidPayload(f"invalid payload: file_type must be one of {types}")
+
+    async def slot(self, body: bytes) -> bytes:
+        """The upstream's ``{"upload_url", "public_url"}`` for a body ``check`` accepted."""
         try:
             response = await self._upstream.upload_url(body)
         except UpstreamError as exc:
@@ -38,8 +43,3 @@ class Uploads:
         if response.status != 200:
             raise relayed_error(response)
         return response.body
-
-
-def _check(body: bytes) -> None:
-    if json_object(body).get("file_type") not in FILE_TYPES:
-        raise InvalidPayload(f"invalid payload: file_type must be one of {', '.join(FILE_TYPES)}")

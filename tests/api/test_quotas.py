@@ -31,6 +31,7 @@ LIMITS = {
     "failing": "video_seconds_per_day: 10",
     "poller": "",
     "gauge": "",
+    "refused": "reads_per_minute: 2",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -157,6 +158,17 @@ def test_reads_per_minute_applies_to_every_read(replicas: list[ServerProcess]) -
     assert answers[2].headers["ratelimit"].startswith('"reads_per_minute";r=0;')  # a 404 too
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
+
+
+def test_a_refused_read_spends_nothing(replicas: list[ServerProcess]) -> None:
+    """A bad query or upload body used to spend a read before it was refused (review
+    finding): three of them left the tenant rate-limited."""
+    with client(replicas[0], "refused") as refused:
+        for _ in range(3):
+            assert refused.get("/requests", params={"limit": "abc"}).status_code == 400
+            assert refused.post("/upload-url", json={"file_type": "exe"}).status_code == 400
+        assert usage(replicas[0], "refused")["limits"]["reads_per_minute"]["used"] == 0
+        assert [refused.get("/models").status_code for _ in range(3)] == [200, 200, 429]
 
 
 def test_every_tenant_response_carries_the_ratelimit_headers(

@@ -194,9 +194,11 @@ def test_a_redis_url_never_goes_through_extra_env() -> None:
 
 def test_a_redis_password_never_goes_through_redis_url() -> None:
     """redis-py also reads a password from the query; redis.url lands in a ConfigMap."""
-    leaky = {"redis": {"url": "redis://r:6379/0?password=hunter2"}}
-    with pytest.raises(helm_python.HelmError, match="redis/url"):
-        render({**REQUIRED, **leaky})
+    for query in ("password=hunter2", "db=0&password=hunter2", "%70assword=hunter2"):
+        leaky = {"redis": {"url": f"redis://r:6379/0?{query}"}}
+        with pytest.raises(helm_python.HelmError, match="redis/url"):
+            render({**REQUIRED, **leaky})
+    render({**REQUIRED, "redis": {"url": "redis://r:6379/0?socket_timeout=2"}})
 
 
 def test_extra_env_cannot_repeat_what_the_chart_sets() -> None:
