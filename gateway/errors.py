@@ -5,6 +5,7 @@ it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the cl
 
     GatewayError                      500 internal_error
     ├── BadRequest                    400 bad_request
+    │   ├── IncompleteBody            400 incomplete_body
     │   ├── InvalidJSON               400 invalid_json
     │   └── InvalidPayload            400 invalid_payload
     ├── Unauthorized                  401 unauthorized
@@ -37,6 +38,7 @@ __all__ = (
     "GatewayError",
     "IdempotencyConflict",
     "IdempotencyMismatch",
+    "IncompleteBody",
     "InvalidJSON",
     "InvalidPayload",
     "InvalidTenantsFile",
@@ -68,6 +70,12 @@ class GatewayError(Exception):
 class BadRequest(GatewayError):
     status = 400
     code = "bad_request"
+
+
+class IncompleteBody(BadRequest):
+    """The body ended before it was complete: the client hung up, or sent a malformed chunk."""
+
+    code = "incomplete_body"
 
 
 class InvalidJSON(BadRequest):

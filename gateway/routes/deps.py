@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Request
+from litestar.exceptions import InternalServerException
 from litestar.openapi import ResponseSpec
 
-from gateway.errors import ExpiredKey, Forbidden, Unauthorized
+from gateway.errors import ExpiredKey, Forbidden, IncompleteBody, Unauthorized
 from gateway.services.audit_trail import AuditTrail
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
@@ -32,6 +33,7 @@ __all__ = (
     "header",
     "note_ratelimit",
     "query_count",
+    "read_body",
     "services",
     "spend_read",
     "tenant_principal",
@@ -116,6 +118,17 @@ def admin_principal(request: AnyRequest) -> Admin:
         raise Forbidden("forbidden: admin routes need an admin key") from None
     request.scope["state"]["key_id"] = admin.id
     return admin
+
+
+async def read_body(request: AnyRequest) -> bytes:
+    """The request body; a body cut short is the client's 400, not the gateway's 500."""
+    try:
+        return await request.body()
+    except InternalServerException:  # Litestar's "client disconnected prematurely"
+        raise IncompleteBody(
+            "the request body ended before it was complete (the connection closed, or a "
+            "chunk was malformed)"
+        ) from None
 
 
 def header(request: AnyRequest, name: bytes) -> str | None:

@@ -32,6 +32,7 @@ from gateway.routes.deps import (
     header,
     note_ratelimit,
     query_count,
+    read_body,
     services,
     spend_read,
     tenant_principal,
@@ -150,7 +151,7 @@ async def submit_request(request: AnyRequest) -> Reply:
     principal = tenant_principal(request)
     found = services(request)
     try:
-        body = await request.body()
+        body = await read_body(request)
         result = await found.jobs.submit(principal, body, header(request, b"idempotency-key"))
     except (QuotaExceeded, StoreUnavailable):
         raise  # a 429 names its own limit; a store that is down cannot say
@@ -210,7 +211,7 @@ async def create_upload_url(request: AnyRequest) -> Reply:
     """A presigned upload slot for an image-to-video input file (costs one read)."""
     principal = tenant_principal(request)
     uploads = services(request).uploads
-    body = await request.body()
+    body = await read_body(request)
     uploads.check(body)
     await spend_read(request, principal)
     return Reply(await uploads.slot(body))

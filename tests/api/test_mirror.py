@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import SimControl
+from tests.conftest import Keys, SimControl
+from tests.support.processes import MIRROR, ServerProcess
 
 MODEL = "Kling-Text2Video-V2-Master"
 GOOD = {"prompt": "waves at a lighthouse", "duration": "5"}
@@ -204,6 +206,27 @@ def test_lenient_where_the_upstream_is_lenient(
 def test_malformed_bodies(studio: httpx.Client, body: bytes, code: str, text: str) -> None:
     response = studio.post("/requests", content=body, headers={"Content-Type": "application/json"})
     assert_error(response, 400, code, text)
+
+
+@pytest.mark.parametrize("route", ["/requests", "/upload-url"])
+def test_a_malformed_chunk_is_the_clients_400(
+    gateway: ServerProcess, keys: Keys, sim_control: SimControl, route: str
+) -> None:
+    """Litestar reports a body cut short as a 500 "client disconnected prematurely", which
+    counted as the gateway's own failure (review finding)."""
+    before = sim_control.calls()
+    head = (
+        f"POST {MIRROR}{route} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {keys.studio}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
+        raw.sendall(head.encode() + b"zz\r\n{}\r\n0\r\n\r\n")
+        answer = raw.makefile("rb").read()
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 400 Bad Request"
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["code"] == "incomplete_body"
+    assert sim_control.calls() == before
 
 
 def test_body_over_the_size_limit_is_413(studio: httpx.Client, sim_control: SimControl) -> None:
