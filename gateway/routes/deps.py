@@ -15,7 +15,7 @@ from litestar import Request
 from litestar.exceptions import InternalServerException
 from litestar.openapi import ResponseSpec
 
-from gateway.errors import ExpiredKey, Forbidden, IncompleteBody, Unauthorized
+from gateway.errors import BadRequest, ExpiredKey, Forbidden, IncompleteBody, Unauthorized
 from gateway.services.audit_trail import AuditTrail
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
@@ -35,6 +35,7 @@ __all__ = (
     "query_count",
     "read_body",
     "services",
+    "single_header",
     "spend_read",
     "tenant_principal",
     "tenant_read",
@@ -138,6 +139,18 @@ def header(request: AnyRequest, name: bytes) -> str | None:
     if not values:
         return None
     return b", ".join(values).decode("latin-1")
+
+
+def single_header(request: AnyRequest, name: bytes) -> str | None:
+    """The request header ``name`` (lower-case), which must come at most once.
+
+    Raises:
+        BadRequest: it came more than once (joined, two keys would read as a third).
+    """
+    values = [value for key, value in request.scope["headers"] if key == name]
+    if len(values) > 1:
+        raise BadRequest(f"send the {name.decode().title()} header once, not {len(values)} times")
+    return values[0].decode("latin-1") if values else None
 
 
 def query_count(raw: str) -> int | None:

@@ -34,6 +34,7 @@ from gateway.routes.deps import (
     query_count,
     read_body,
     services,
+    single_header,
     spend_read,
     tenant_principal,
     tenant_read,
@@ -152,7 +153,8 @@ async def submit_request(request: AnyRequest) -> Reply:
     found = services(request)
     try:
         body = await read_body(request)
-        result = await found.jobs.submit(principal, body, header(request, b"idempotency-key"))
+        idempotency_key = single_header(request, b"idempotency-key")
+        result = await found.jobs.submit(principal, body, idempotency_key)
     except (QuotaExceeded, StoreUnavailable):
         raise  # a 429 names its own limit; a store that is down cannot say
     except GatewayError:  # refused before or after the reservation: the current state

@@ -278,6 +278,22 @@ def test_idempotent_replay_makes_no_second_job(
         assert other.json()["code"] == "idempotency_key_reused"
 
 
+def test_an_idempotency_key_sent_twice_is_refused(
+    replicas: list[ServerProcess], sim_control: SimControl
+) -> None:
+    """Joined, two copies read as a third key "A, A": a retry with one copy then made a
+    second job and a second charge (review finding)."""
+    before = sim_control.calls()["POST /requests"]
+    used = usage(replicas[0], "idem")["limits"]["video_seconds_per_day"]["used"]
+    twice = [("Idempotency-Key", "order-44"), ("Idempotency-Key", "order-44")]
+    with client(replicas[0], "idem") as idem:
+        refused = idem.post("/requests", json=body("a hare"), headers=twice)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "send the Idempotency-Key header once, not 2 times"
+    assert sim_control.calls()["POST /requests"] == before
+    assert usage(replicas[0], "idem")["limits"]["video_seconds_per_day"]["used"] == used
+
+
 def test_concurrent_duplicate_gets_409(
     replicas: list[ServerProcess], sim_control: SimControl
 ) -> None:
