@@ -162,12 +162,17 @@ class StoreFailover(Store):
                 tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
         except StoreError as exc:
-            start = await self._fallback("begin_submit", exc).begin_submit(
+            local = self._fallback("begin_submit", exc)
+            self._shared.submit_goes_on(charge)
+            start = await local.begin_submit(
                 tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
         if start.decision is not None and start.decision.allowed:
             self._local_tokens.add(charge.token)
         return start
+
+    def submit_goes_on(self, charge: Charge) -> None:
+        self._shared.submit_goes_on(charge)
 
     async def release(self, tenant: str, charge: Charge) -> bool:
         if charge.token in self._local_tokens and self._local:

@@ -282,7 +282,18 @@ class Store(abc.ABC):
         until ``hold_until`` (unless ``add_job`` extends it to the job's deadline) and the key
         is claimed for ``idempotency.ttl`` seconds. On rejection nothing changes, so the key
         stays free for a retry.
+
+        A call that raises ``StoreError`` may still take effect later (a reply lost on the way
+        back); a backend where that can happen gives such a reservation back, and frees its
+        key, once it can (unless told ``submit_goes_on``).
         """
+
+    @abc.abstractmethod
+    def submit_goes_on(self, charge: Charge) -> None:
+        """The submit of ``charge``, whose ``begin_submit`` here raised ``StoreError``, goes on
+        under another store (the open failure mode): its reservation here is still given back,
+        but its Idempotency-Key stays claimed, so a retry with the key cannot make a second
+        job."""
 
     @abc.abstractmethod
     async def release(self, tenant: str, charge: Charge) -> bool:

@@ -258,6 +258,9 @@ class MemoryStore(Store):
                 )
         return SubmitStart(claim, decision)
 
+    def submit_goes_on(self, charge: Charge) -> None:
+        """Nothing to do: a call here never half-happens."""
+
     async def release(self, tenant: str, charge: Charge) -> bool:
         slots = self._slots.get(tenant, {})
         if slots.pop(charge.token, None) is None:

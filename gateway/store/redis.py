@@ -355,6 +355,9 @@ class RedisStore(Store):
             reservation.tenant, reservation.charge, reservation.idempotency_key
         )
 
+    def submit_goes_on(self, charge: Charge) -> None:
+        self._undo.keep_claim(charge.token)
+
     @property
     def undo_pending(self) -> int:
         """Reservations waiting for Redis to answer an undo."""

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -54,6 +54,14 @@ class UndoQueue:
         _log.warning("reservation_undo_pending", tenant=tenant, token=token)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._run())
+
+    def keep_claim(self, token: str) -> None:
+        """Undo the reservation of ``token`` but leave its Idempotency-Key claimed: its submit
+        went on elsewhere, and a retry with the key must not make a second job."""
+        self._pending = deque(
+            replace(r, idempotency_key=None) if r.charge.token == token else r
+            for r in self._pending
+        )
 
     def __len__(self) -> int:
         return len(self._pending)

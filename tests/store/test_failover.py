@@ -6,13 +6,15 @@ replica's local one.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from gateway.services.failover import StoreFailover
-from gateway.store.base import Charge, SubmitLimits
+from gateway.store.base import Charge, Idempotency, SubmitLimits
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
@@ -106,3 +108,39 @@ async def test_a_shared_reservation_recorded_locally_is_settled_in_redis(
     assert settled is not None
     assert settled.refunded == 10
     assert await day_used(shared, cost) == (0, 0)
+
+
+async def test_a_stalled_reservation_is_given_back_but_its_key_stays_claimed(
+    fragile_redis: RedisServer, clock: FakeClock
+) -> None:
+    """Redis stalled: the submit went on under the local store, and the late script reserved
+    in Redis too. Its reservation there is given back, but its Idempotency-Key stays claimed:
+    freed, a retry with it made a second job (review finding)."""
+    client = aioredis.Redis.from_url(fragile_redis.url, socket_timeout=0.3)
+    shared = RedisStore(client, clock=clock)
+    failover = StoreFailover(shared, MemoryStore(clock=clock))
+    key = Idempotency("order-7", "fp", 120)
+    warm = charge(clock, "warm")  # loads the scripts: a stalled NOSCRIPT would not run
+    await shared.begin_submit("t", warm, LIMITS, hold_until=clock.now + 60)
+    await shared.release("t", warm)
+    cost = charge(clock, "stalled", cost=10)
+    fragile_redis.pause()
+    try:
+        start = await failover.begin_submit(
+            "t", cost, LIMITS, hold_until=clock.now + 60, idempotency=key
+        )
+    finally:
+        fragile_redis.resume()
+    assert start.decision is not None
+    assert start.decision.allowed  # under the local store
+    for _ in range(200):
+        if shared.undo_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await day_used(shared, cost) == (0, 0)
+    retry = await shared.begin_submit(
+        "t", charge(clock, "retry"), LIMITS, hold_until=clock.now + 60, idempotency=key
+    )
+    assert retry.claim is not None
+    assert retry.claim.outcome == "pending"
+    await shared.aclose()
