@@ -27,6 +27,7 @@ __all__ = ("Reservation", "UndoQueue")
 _log = structlog.get_logger("gateway.store")
 FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 5.0
+LAST_TRY_SECONDS = 2.0  # at shutdown, inside the audit flush's share of the grace period
 MAX_PENDING = 10_000  # a reservation per failed submit; Redis down for long fails at connect
 
 
@@ -67,29 +68,37 @@ class UndoQueue:
         return len(self._pending)
 
     async def aclose(self) -> None:
-        """Stop retrying; what is left stays reserved (its slot still expires at its hold)."""
+        """Stop retrying after one last, bounded try: a pod stopping just after Redis came
+        back would otherwise keep those charges. What is left after it stays reserved (its
+        slot expires at its hold; its budget is not refunded)."""
         if self._drain is not None:
             self._drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._undo_all(), LAST_TRY_SECONDS)
         if self._pending:
             _log.error("reservations_left_undone", count=len(self._pending))
 
     async def _run(self) -> None:
         delay = FIRST_DELAY_SECONDS
+        while not await self._undo_all():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_DELAY_SECONDS)
+
+    async def _undo_all(self) -> bool:
+        """Undo what is pending, in order; ``False`` at the first one the store fails."""
         while self._pending:
             reservation = self._pending[0]
             try:
                 released = await self._undo(reservation)
             except StoreError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_DELAY_SECONDS)
-                continue
+                return False
             self._pending.popleft()
-            delay = FIRST_DELAY_SECONDS
             _log.info(
                 "reservation_undone",
                 tenant=reservation.tenant,
                 token=reservation.charge.token,
                 released=released,
             )
+        return True

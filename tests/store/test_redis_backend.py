@@ -425,6 +425,29 @@ async def test_an_undo_leaves_a_key_another_submit_holds(
     assert again.claim.outcome == "pending"
 
 
+async def test_closing_the_store_tries_the_pending_undos_once_more(
+    own_server: RedisServer, clock: FakeClock
+) -> None:
+    """A pod stopped just after Redis came back, while the undo waited out its backoff, kept
+    the charge for good (review finding)."""
+    store = RedisStore(aioredis.Redis.from_url(own_server.url, socket_timeout=0.2), clock=clock)
+    warm = stall_charge(clock, "warm")
+    await store.begin_submit("a", warm, SubmitLimits(), hold_until=70)
+    await store.release("a", warm)
+    own_server.pause()
+    try:
+        with pytest.raises(StoreError):
+            await store.begin_submit(
+                "a", stall_charge(clock, "lost"), SubmitLimits(), hold_until=70
+            )
+        await asyncio.sleep(1.5)  # the undo fails meanwhile, and backs off
+    finally:
+        own_server.resume()
+    await store.aclose()  # no sleep: the backoff has not run out
+    assert store.undo_pending == 0
+    assert await reserved(own_server) == (0, 0)
+
+
 async def test_a_refund_that_failed_is_retried_until_redis_answers(
     store: RedisStore, own_server: RedisServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
