@@ -33,6 +33,7 @@ SWITCHABLE_FEATURES = ("audit", "metrics")
 # the same key would create, and charge, a second job.
 MAX_CONNECT_TIMEOUT = 10.0
 MAX_READ_TIMEOUT = 90.0
+_BARE_PASSWORD_LENGTH = 12  # from this length on, the Redis password is scrubbed wherever it is
 _STORE_SLACK_SECONDS = 10.0  # the store calls around the upstream one (2 s timeouts each)
 _SUBMIT_BOUND = "a submit must end well inside its 120 s Idempotency-Key claim"
 # Retention becomes a Redis PEXPIRE in milliseconds, which must stay a sane finite number.
@@ -205,14 +206,21 @@ class Settings:
 
     @property
     def log_secrets(self) -> list[str]:
-        """Values no log line may show: the GMI key and the Redis password (in the forms a
-        URL or an error message may carry it)."""
+        """Values no log line may show: the GMI key, and the Redis password as a URL carries
+        it (``:password@``, ``password=``; raw and percent-encoded).
+
+        The bare password too when it is long enough not to be an everyday word: scrubbed
+        everywhere, a password such as ``info`` or ``null`` would mangle every line.
+        """
         found = [self.upstream_api_key.reveal()]
         if self.redis_url is not None:
             url = self.redis_url.reveal()
             password = _parse_redis_url(url).get("password")
             if isinstance(password, str) and password:
-                found += [password, quote(password, safe=""), urlsplit(url).password or password]
+                forms = {password, quote(password, safe=""), urlsplit(url).password or password}
+                found += [f":{form}@" for form in forms] + [f"password={form}" for form in forms]
+                if len(password) >= _BARE_PASSWORD_LENGTH:
+                    found += forms
         return found
 
     @property
