@@ -24,8 +24,9 @@ AnyRequest = Request[Any, Any, Any]
 @get(METRICS_PATH, tags=["operations"], include_in_schema=False)
 async def metrics_endpoint(request: AnyRequest) -> Response[bytes]:
     """Prometheus text exposition (every worker's metrics when several run)."""
-    found = services(request)
-    await found.quotas.publish_in_flight(found.tenants.current.tenants.values())
+    if not metrics.switched_off():
+        found = services(request)
+        await found.quotas.publish_in_flight(found.tenants.current.tenants.values())
     # As a header: as media_type, Litestar would add a second "; charset=utf-8".
     return Response(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
 

@@ -203,6 +203,9 @@ class StoreFailover(Store):
     ) -> tuple[tuple[LimitState, ...], int]:
         return await self._shared.usage(tenant, limits, reads_per_minute, charge)
 
+    async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
+        return await self._shared.jobs_in_flight(tenants)
+
     async def jobs_to_reconcile(
         self, *, checked_before: float, limit: int
     ) -> list[tuple[str, str, float]]:

@@ -235,15 +235,16 @@ class Quotas:
         settled it (one +1, the other -1), and a restart lost it. The store's count is the same
         on every replica. Left as it was if the store does not answer in time.
         """
-        tenants = list(tenants)
-        counts = asyncio.gather(*(self._states(tenant) for tenant in tenants))
+        ids = [tenant.id for tenant in tenants]
         try:
-            states = await asyncio.wait_for(counts, IN_FLIGHT_SCRAPE_SECONDS)
+            counts = await asyncio.wait_for(
+                self._store.jobs_in_flight(ids), IN_FLIGHT_SCRAPE_SECONDS
+            )
         except (StoreError, TimeoutError) as exc:
             _log.warning("in_flight_unknown", error=str(exc) or "the store did not answer")
             return
-        for tenant, (_, in_flight) in zip(tenants, states, strict=True):
-            metrics.JOBS_IN_FLIGHT.labels(tenant.id).set(in_flight)
+        for tenant_id, count in counts.items():
+            metrics.JOBS_IN_FLIGHT.labels(tenant_id).set(count)
 
     async def _states(self, tenant: Tenant) -> tuple[tuple[LimitState, ...], int]:
         return await self._store.usage(

@@ -319,6 +319,10 @@ class Store(abc.ABC):
         in use. ``charge`` supplies the current periods (its token and cost are ignored)."""
 
     @abc.abstractmethod
+    async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
+        """Each tenant's slots in use (as ``usage`` counts them), all read in one step."""
+
+    @abc.abstractmethod
     async def jobs_to_reconcile(
         self, *, checked_before: float, limit: int
     ) -> list[tuple[str, str, float]]:

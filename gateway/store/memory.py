@@ -295,9 +295,7 @@ class MemoryStore(Store):
         self, tenant: str, limits: SubmitLimits, reads_per_minute: int | None, charge: Charge
     ) -> tuple[tuple[LimitState, ...], int]:
         now = self._clock()
-        # Count, but do not drop, the expired slots: as on Redis, only a submit drops them, so a
-        # late release still finds (and refunds) its slot until then.
-        in_use = sum(1 for until in self._slots.get(tenant, {}).values() if until > now)
+        in_use = self._in_use(tenant, now)
         states = usage_states(
             limits=limits,
             reads_per_minute=reads_per_minute,
@@ -310,6 +308,15 @@ class MemoryStore(Store):
             month_used=self._budgets.get((tenant, charge.month), now) or 0,
         )
         return states, in_use
+
+    async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
+        now = self._clock()
+        return {tenant: self._in_use(tenant, now) for tenant in tenants}
+
+    def _in_use(self, tenant: str, now: float) -> int:
+        # Count, but do not drop, the expired slots: as on Redis, only a submit drops them, so a
+        # late release still finds (and refunds) its slot until then.
+        return sum(1 for until in self._slots.get(tenant, {}).values() if until > now)
 
     # --- reconciliation, idempotency, leases ------------------------------------------------
 

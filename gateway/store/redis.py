@@ -432,6 +432,14 @@ class RedisStore(Store):
             month_used=int(month_used or 0),
         ), int(in_use)
 
+    async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
+        now = self._clock()
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant in tenants:
+            _ = pipe.zcount(self._key(tenant, "slots"), f"({now!r}", "+inf")
+        counts = await self._call(pipe.execute()) if tenants else []
+        return {tenant: int(count) for tenant, count in zip(tenants, counts, strict=True)}
+
     async def jobs_to_reconcile(
         self, *, checked_before: float, limit: int
     ) -> list[tuple[str, str, float]]:

@@ -462,3 +462,17 @@ async def test_poll_spends_a_read_proves_ownership_and_claims_once(
     again = await store.poll_job("t", "r1", reads_per_minute=3, refresh_ttl=1.0)
     assert again.claimed
     assert again.job is not None
+
+
+async def test_jobs_in_flight_of_many_tenants_at_once(store: Store, clock: FakeClock) -> None:
+    limits = SubmitLimits()
+    await reserve(store, "a", charge(clock, "a1"), limits, hold_until=clock.now + 60)
+    await reserve(store, "a", charge(clock, "a2"), limits, hold_until=clock.now + 60)
+    await reserve(store, "b", charge(clock, "b1"), limits, hold_until=clock.now + 5)
+    released = charge(clock, "b2")
+    await reserve(store, "b", released, limits, hold_until=clock.now + 60)
+    await store.release("b", released)
+    assert await store.jobs_in_flight(["a", "b", "nobody"]) == {"a": 2, "b": 1, "nobody": 0}
+    clock.advance(10)  # b1's hold is over
+    assert await store.jobs_in_flight(["a", "b"]) == {"a": 2, "b": 0}
+    assert await store.jobs_in_flight([]) == {}
