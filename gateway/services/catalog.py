@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -258,16 +259,40 @@ def _parameter(model_id: str, entry: Any) -> ParameterSpec | None:
     """One parameter spec, read leniently: the upstream's schema is only partly documented, and
     one odd field must not take a whole model out of service.
 
-    Numbers, booleans and integers sent as strings are accepted (``"min_value": "0"``). A spec
-    still unreadable keeps only its name: that parameter goes unchecked (the upstream checks
-    it) but still sets the charge if it is the duration. A spec without a name is skipped.
+    Numbers, booleans and integers sent as strings are accepted (``"min_value": "0"``). An
+    unreadable field (or a NaN bound) is dropped and logged, and the rest kept: ``required``,
+    and ``default_value``, which may set the charge. If it was a field the value is checked
+    against, the parameter goes unchecked (the upstream checks it): half its checks could
+    refuse what the upstream takes. A spec without a name is skipped.
     """
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if not isinstance(name, str):
+        _log.warning("catalog_parameter_unreadable", model=model_id, error="no name")
+        return None
+    kept = {field: entry[field] for field in _SPEC_FIELDS if _readable(name, field, entry)}
+    spec = msgspec.convert(kept, ParameterSpec, strict=False)
+    dropped = sorted(set(entry).intersection(_SPEC_FIELDS) - set(kept))
+    if dropped:
+        _log.warning("catalog_parameter_unreadable", model=model_id, parameter=name, fields=dropped)
+    if _CHECKED_FIELDS.intersection(dropped):
+        spec = msgspec.structs.replace(spec, type="unchecked", options=None)
+    return spec
+
+
+_SPEC_FIELDS = ParameterSpec.__struct_fields__
+_CHECKED_FIELDS = frozenset({"type", "options", "min_value", "max_value", "max_length"})
+
+
+def _readable(name: str, field: str, entry: dict[str, Any]) -> bool:
+    """Whether ``entry[field]`` is there and reads as that field of a ParameterSpec."""
+    if field not in entry:
+        return False
     try:
-        return msgspec.convert(entry, ParameterSpec, strict=False)
-    except msgspec.ValidationError as exc:
-        name = entry.get("name") if isinstance(entry, dict) else None
-        _log.warning("catalog_parameter_unreadable", model=model_id, parameter=name, error=str(exc))
-        return ParameterSpec(name=name, type="unchecked") if isinstance(name, str) else None
+        value = getattr(msgspec.convert({"name": name, field: entry[field]}, ParameterSpec,
+                                        strict=False), field)  # fmt: skip
+    except msgspec.ValidationError:
+        return False
+    return not (isinstance(value, float) and math.isnan(value))
 
 
 def _decode(body: bytes, kind: type[_T], what: str) -> _T:
