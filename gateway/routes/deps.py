@@ -6,7 +6,8 @@ obvious at the call site, and it costs nothing per request when unused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,14 @@ from litestar import Request
 from litestar.exceptions import InternalServerException
 from litestar.openapi import ResponseSpec
 
-from gateway.errors import BadRequest, ExpiredKey, Forbidden, IncompleteBody, Unauthorized
+from gateway.errors import (
+    BadRequest,
+    ExpiredKey,
+    Forbidden,
+    GatewayError,
+    IncompleteBody,
+    Unauthorized,
+)
 from gateway.services.audit_trail import AuditTrail
 from gateway.services.catalog import Catalog
 from gateway.services.jobs import Jobs
@@ -34,6 +42,7 @@ __all__ = (
     "note_ratelimit",
     "query_count",
     "read_body",
+    "refused_for_free",
     "services",
     "single_header",
     "spend_read",
@@ -92,9 +101,20 @@ async def tenant_read(request: AnyRequest) -> Principal:
 
 
 async def spend_read(request: AnyRequest, principal: Principal) -> None:
-    """Spend one of the tenant's reads: once the request is known to be valid, as a refused
-    one costs nothing."""
+    """Spend one of the tenant's reads: once the request is known to be valid (see
+    ``refused_for_free``), as a refused one costs nothing."""
     note_ratelimit(request, await services(request).quotas.take_read(principal.tenant))
+
+
+@contextlib.asynccontextmanager
+async def refused_for_free(request: AnyRequest, principal: Principal) -> AsyncIterator[None]:
+    """Checks a read must pass before it is spent: a refusal costs nothing, and still carries
+    the RateLimit headers of the tenant's current state."""
+    try:
+        yield
+    except GatewayError:
+        note_ratelimit(request, await services(request).quotas.peek(principal.tenant))
+        raise
 
 
 def note_ratelimit(request: AnyRequest, decision: Decision | None) -> None:

@@ -33,6 +33,7 @@ from gateway.routes.deps import (
     note_ratelimit,
     query_count,
     read_body,
+    refused_for_free,
     services,
     single_header,
     spend_read,
@@ -182,8 +183,9 @@ async def list_requests(request: AnyRequest) -> Reply:
     ``total``, as the upstream does), ``offset``."""
     principal = tenant_principal(request)
     query = request.query_params
-    limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
-    offset = _int_param(query.get("offset"), "offset", default=0)
+    async with refused_for_free(request, principal):
+        limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
+        offset = _int_param(query.get("offset"), "offset", default=0)
     await spend_read(request, principal)
     body = await services(request).jobs.list(
         principal,
@@ -213,8 +215,9 @@ async def create_upload_url(request: AnyRequest) -> Reply:
     """A presigned upload slot for an image-to-video input file (costs one read)."""
     principal = tenant_principal(request)
     uploads = services(request).uploads
-    body = await read_body(request)
-    uploads.check(body)
+    async with refused_for_free(request, principal):
+        body = await read_body(request)
+        uploads.check(body)
     await spend_read(request, principal)
     return Reply(await uploads.slot(body))
 

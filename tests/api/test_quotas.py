@@ -165,8 +165,11 @@ def test_a_refused_read_spends_nothing(replicas: list[ServerProcess]) -> None:
     finding): three of them left the tenant rate-limited."""
     with client(replicas[0], "refused") as refused:
         for _ in range(3):
-            assert refused.get("/requests", params={"limit": "abc"}).status_code == 400
-            assert refused.post("/upload-url", json={"file_type": "exe"}).status_code == 400
+            bad_query = refused.get("/requests", params={"limit": "abc"})
+            bad_body = refused.post("/upload-url", json={"file_type": "exe"})
+            for answer in (bad_query, bad_body):
+                assert answer.status_code == 400
+                assert answer.headers["ratelimit"].startswith('"reads_per_minute";r=2;')
         assert usage(replicas[0], "refused")["limits"]["reads_per_minute"]["used"] == 0
         assert [refused.get("/models").status_code for _ in range(3)] == [200, 200, 429]
 
