@@ -48,6 +48,8 @@ class _PendingJob:
     record: bytes
     charge: Charge | None = None
     deadline: float | None = None
+    idempotency: Idempotency | None = None  # the key's answer goes with the job
+    answer: bytes | None = None
 
 
 class StoreFailover(Store):
@@ -94,13 +96,17 @@ class StoreFailover(Store):
 
         if charge is not None and charge.token in self._local_tokens and self._local:
             self._local_tokens.discard(charge.token)  # its job and charge stay local
-            self._pending.append(_PendingJob(tenant, request_id, model, record))
+            self._pending.append(
+                _PendingJob(tenant, request_id, model, record, None, None, idempotency, answer)
+            )
             return await add(self._local)
         try:
             return await add(self._shared)
         except StoreError as exc:
             local = self._fallback("add_job", exc)
-        self._pending.append(_PendingJob(tenant, request_id, model, record, charge, deadline))
+        self._pending.append(
+            _PendingJob(tenant, request_id, model, record, charge, deadline, idempotency, answer)
+        )
         return await add(local)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -162,13 +168,14 @@ class StoreFailover(Store):
                 tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
         except StoreError as exc:
-            local = self._fallback("begin_submit", exc)
-            self._shared.submit_goes_on(charge)
-            start = await local.begin_submit(
+            start = await self._fallback("begin_submit", exc).begin_submit(
                 tenant, charge, limits, hold_until=hold_until, idempotency=idempotency
             )
         if start.decision is not None and start.decision.allowed:
             self._local_tokens.add(charge.token)
+            # Before the shared store's undo can run: nothing here has waited since it failed
+            # (the local store never waits).
+            self._shared.submit_goes_on(charge)
         return start
 
     def submit_goes_on(self, charge: Charge) -> None:
@@ -277,6 +284,8 @@ class StoreFailover(Store):
                     job.record,
                     charge=job.charge,
                     deadline=job.deadline,
+                    idempotency=job.idempotency,
+                    answer=job.answer,
                 )
             except StoreError:
                 return

@@ -14,7 +14,7 @@ import redis
 import redis.asyncio as aioredis
 
 from gateway.services.failover import StoreFailover
-from gateway.store.base import Charge, Idempotency, SubmitLimits
+from gateway.store.base import Charge, Idempotency, SubmitLimits, SubmitStart
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
@@ -144,3 +144,83 @@ async def test_a_stalled_reservation_is_given_back_but_its_key_stays_claimed(
     assert retry.claim is not None
     assert retry.claim.outcome == "pending"
     await shared.aclose()
+
+
+async def stalled_submit(
+    shared: RedisStore, failover: StoreFailover, server: RedisServer, cost: Charge, key: str
+) -> SubmitStart:
+    """A begin_submit through ``failover`` while Redis is stalled: it goes on locally, or not."""
+    server.pause()
+    try:
+        return await failover.begin_submit(
+            "t", cost, LIMITS, hold_until=cost.day_ends_at, idempotency=Idempotency(key, "fp", 120)
+        )
+    finally:
+        server.resume()
+
+
+async def test_a_submit_the_local_store_refuses_leaves_its_key_free(
+    fragile_redis: RedisServer, clock: FakeClock
+) -> None:
+    """Refused, the submit went nowhere: its key must stay free for a retry (review finding:
+    it was kept claimed, so the retry got 409 for two minutes)."""
+    shared = RedisStore(aioredis.Redis.from_url(fragile_redis.url, socket_timeout=0.3), clock=clock)
+    local = MemoryStore(clock=clock)
+    failover = StoreFailover(shared, local)
+    await warm_scripts(shared, clock)
+    await local.begin_submit(
+        "t", charge(clock, "earlier", cost=95), LIMITS, hold_until=clock.now + 60
+    )
+    start = await stalled_submit(
+        shared, failover, fragile_redis, charge(clock, "big", cost=10), "k"
+    )
+    assert start.decision is not None
+    assert not start.decision.allowed  # 95 + 10 > 100 locally; Redis, empty, took it late
+    await until_undone(shared)
+    retry = await shared.begin_submit(
+        "t", charge(clock, "retry"), LIMITS, hold_until=clock.now + 60,
+        idempotency=Idempotency("k", "fp", 120),
+    )  # fmt: skip
+    assert retry.claim is not None
+    assert retry.claim.outcome == "new"
+    await shared.aclose()
+
+
+async def test_a_key_answered_during_an_outage_is_written_back_with_its_job(
+    fragile_redis: RedisServer, clock: FakeClock
+) -> None:
+    """The key's answer stayed in the local store: once the Redis claim expired, a retry with
+    the key made a second job (review finding)."""
+    shared = RedisStore(aioredis.Redis.from_url(fragile_redis.url, socket_timeout=0.3), clock=clock)
+    failover = StoreFailover(shared, MemoryStore(clock=clock))
+    await warm_scripts(shared, clock)
+    cost = charge(clock, "outage", cost=10)
+    start = await stalled_submit(shared, failover, fragile_redis, cost, "order-9")
+    assert start.decision is not None
+    assert start.decision.allowed
+    key = Idempotency("order-9", "fp", 86400)
+    await failover.add_job("t", "job-1", "m", b"{}", charge=cost, idempotency=key, answer=b"one")
+    await until_undone(shared)
+    await failover.write_back_once()
+    clock.advance(200)  # past the claim a late begin_submit would have left
+    retry = await shared.begin_submit(
+        "t", charge(clock, "retry"), LIMITS, hold_until=clock.now + 60, idempotency=key
+    )
+    assert retry.claim is not None
+    assert (retry.claim.outcome, retry.claim.body) == ("done", b"one")
+    await shared.aclose()
+
+
+async def warm_scripts(shared: RedisStore, clock: FakeClock) -> None:
+    """Load the scripts: a NOSCRIPT reply, stalled, would not run later."""
+    warm = charge(clock, "warm")
+    await shared.begin_submit("t", warm, LIMITS, hold_until=clock.now + 60)
+    await shared.release("t", warm)
+
+
+async def until_undone(shared: RedisStore) -> None:
+    for _ in range(200):
+        if shared.undo_pending == 0:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("an undo is still pending")
