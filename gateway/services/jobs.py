@@ -113,12 +113,13 @@ class Jobs:
         """
         submission = parse_submission(body)
         tenant = principal.tenant
+        # Any refusal from here on is audited with its prompt (SHA-256 and length), DESIGN §6.
+        note_prompt(submission.payload.get("prompt"), keep_text=tenant.store_prompts)
         if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = (await self._catalog.model(submission.model)).value
         current_note().model = submission.model  # a model that exists: no client text
         validate_payload(submission.payload, entry.parameters)
-        note_prompt(submission.payload.get("prompt"), keep_text=tenant.store_prompts)
         claim = None
         if idempotency_key is not None:
             _check_idempotency_key(idempotency_key)

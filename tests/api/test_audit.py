@@ -145,22 +145,27 @@ def test_prompts_are_kept_only_for_tenants_who_opted_in(
     assert found[0]["prompt"] == SECRET_PROMPT
 
 
-def test_rejected_submits_record_no_client_text(
+def test_rejected_submits_record_their_prompt_but_no_invented_model(
     audited: tuple[ServerProcess, RedisServer],
 ) -> None:
-    """A model that does not exist, or a payload that fails validation, is the client's text,
-    not a fact: the trail records neither the model name nor the prompt."""
+    """A model that does not exist is the client's text, not a fact: the trail leaves it out.
+    The prompt of a refused submit is recorded like any other (DESIGN §6: a refusal for a
+    prompt over the limit had no trace of that prompt; review finding)."""
     server, _ = audited
-    with as_tenant(server, "chatty") as chatty:
-        invented = {"model": "made-up-" + "m" * 150, "payload": {"prompt": "p" * 3000}}
-        assert chatty.post(f"{MIRROR}/requests", json=invented).status_code == 404
-        too_long = {"model": MODEL, "payload": {"prompt": "p" * 3000}}
-        assert chatty.post(f"{MIRROR}/requests", json=too_long).status_code == 400
-        found = events(chatty, "/v1/audit", 2)
+    prompt = "p" * 3000
+    with as_tenant(server, "auditee") as auditee:
+        invented = {"model": "made-up-" + "m" * 150, "payload": {"prompt": prompt}}
+        assert auditee.post(f"{MIRROR}/requests", json=invented).status_code == 404
+        too_long = {"model": MODEL, "payload": {"prompt": prompt}}
+        assert auditee.post(f"{MIRROR}/requests", json=too_long).status_code == 400
+        found = events(auditee, "/v1/audit", 2)
     assert [e["outcome"] for e in found] == ["invalid_payload", "unknown_model"]
     assert "model" not in found[1]
     assert found[0]["model"] == MODEL
-    assert not any("prompt" in e or "prompt_sha256" in e for e in found)
+    for event in found:
+        assert event["prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest()
+        assert event["prompt_length"] == 3000
+        assert "prompt" not in event  # this tenant keeps no prompt text
 
 
 def test_cursor_pagination_newest_first(audited: tuple[ServerProcess, RedisServer]) -> None:
