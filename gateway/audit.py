@@ -39,6 +39,8 @@ __all__ = (
 AUDIT_BUFFER = 10_000
 MAX_PROMPT_TEXT = 4_000  # Kling's limit is 2,500; container runtimes split lines at 16 KiB
 AUDIT_BATCH = 256
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 5.0
 AUDIT_SHUTDOWN_SECONDS = 5.0  # for a store that hangs; serve's drain leaves this much for it
 
 _errors = structlog.get_logger("gateway.audit")
@@ -187,14 +189,33 @@ class AuditLog:
             if not batch:
                 continue
             drain.writing = len(batch)
+            await self._write(drain, batch)
+            drain.writing = 0
+
+    async def _write(self, drain: _Drain, batch: list[AuditEvent]) -> None:
+        """Write ``batch``, retrying with backoff while the sink fails (an unreachable store):
+        new events wait in the bounded buffer meanwhile. Only at shutdown is a batch that
+        still fails given up, counted and logged. The Redis trail adds a batch sent again
+        only once, so a retry after a lost reply duplicates nothing."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
             try:
                 await drain.sink(batch)
             except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the drain
+                failure = str(exc)
+            else:
+                return
+            if self._closing:
                 metrics.AUDIT_EVENTS_DROPPED.inc(len(batch))
                 _errors.error(
-                    "audit_sink_failed", sink=drain.name, error=str(exc), events=len(batch)
+                    "audit_sink_failed", sink=drain.name, error=failure, events=len(batch)
                 )
-            drain.writing = 0
+                return
+            _errors.warning(
+                "audit_sink_retrying", sink=drain.name, error=failure, events=len(batch)
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 async def stop(

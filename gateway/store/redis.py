@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
@@ -38,8 +39,10 @@ __all__ = ("RedisStore",)
 
 _T = TypeVar("_T")
 Arg = bytes | str | int | float
+_Streams = dict[str, tuple[str, list[Arg]]]  # audit stream: (its batch marker, events)
 _ReadGroup = tuple[str, int, float]  # tenant, reads per minute (0: unlimited), refresh ttl
 VOID_SECONDS = 86400  # how long a voided token stays refused: longer than any Redis stall
+AUDIT_BATCH_SECONDS = 86400  # how long a written audit batch is remembered, against a resend
 
 
 def _script(client: aioredis.Redis, name: str, *, rates: bool = False) -> AsyncScript:
@@ -520,33 +523,40 @@ class RedisStore(Store):
         return f"{int((self._clock() - self._audit_retention) * 1000)}-0"
 
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
+        """Append the batch once, even if it is sent again after a reply was lost (the audit
+        drain retries a failed batch): each stream keeps a marker of the batch's digest."""
         oldest = self._oldest_audit_id()
-        streams: dict[str, list[Arg]] = {self._audit_global: []}
+        digest = hashlib.sha256(b"\n".join(body for _, body in events)).hexdigest()[:32]
+        marker = store_key(self._prefix, None, "audit", "batch", digest)
+        streams: _Streams = {self._audit_global: (marker, [])}
         for tenant, body in events:
-            streams[self._audit_global].append(body)
+            streams[self._audit_global][1].append(body)
             if tenant is not None:
-                streams.setdefault(self._key(tenant, "audit"), []).append(body)
+                stream = self._key(tenant, "audit")
+                if stream not in streams:
+                    streams[stream] = (self._key(tenant, "audit", "batch", digest), [])
+                streams[stream][1].append(body)
         await self._call(self._append_streams(streams, oldest))
 
-    async def _append_streams(self, streams: dict[str, list[Arg]], oldest: str) -> None:
+    async def _append_streams(self, streams: _Streams, oldest: str) -> None:
         """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
         round trip: a batch costs one call, not one per stream.
 
         The pipeline is not a transaction: after a Redis restart, another replica's
         ``SCRIPT LOAD`` can land midway, so some streams take the batch and others answer
-        NOSCRIPT. Only those are sent again, or the others would hold it twice.
+        NOSCRIPT. Only those are sent again (the markers would refuse the rest anyway).
         """
         sha, cap = self._append_audit.sha, self._audit_max
 
-        async def run(todo: dict[str, list[Arg]]) -> dict[str, list[Arg]]:
+        async def run(todo: _Streams) -> _Streams:
             pipe = self._redis.pipeline(transaction=False)
-            for stream, bodies in todo.items():
-                _ = pipe.evalsha(sha, 1, stream, cap, oldest, *bodies)
+            for stream, (marker, bodies) in todo.items():
+                _ = pipe.evalsha(sha, 2, stream, marker, cap, oldest, AUDIT_BATCH_SECONDS, *bodies)
             replies = await pipe.execute(raise_on_error=False)
-            unscripted: dict[str, list[Arg]] = {}
-            for (stream, bodies), reply in zip(todo.items(), replies, strict=True):
+            unscripted: _Streams = {}
+            for (stream, entry), reply in zip(todo.items(), replies, strict=True):
                 if isinstance(reply, NoScriptError):
-                    unscripted[stream] = bodies
+                    unscripted[stream] = entry
                 elif isinstance(reply, Exception):
                     raise reply
             return unscripted

@@ -226,3 +226,30 @@ def test_an_expired_key_is_in_its_tenants_trail(sim: ServerProcess, tmp_path: Pa
     finally:
         server.stop()
     assert [(e["status"], e["tenant"], e["key_id"]) for e in found] == [(401, "rotated", "r-old")]
+
+
+def test_events_written_while_redis_stalls_reach_the_trail_once(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    """A failed batch was dropped (and counted even when Redis had in fact run it): a second
+    of Redis failover lost that window of the trail for good (review finding). It is now kept
+    and sent again, and a batch Redis already holds is not added twice."""
+    server, redis = audited
+    with as_tenant(server, "other") as other:
+        assert other.get(f"{MIRROR}/models").status_code == 200  # scripts loaded, catalog warm
+        redis.pause()
+        try:
+            sent = [
+                other.get(f"{MIRROR}/models", headers={"X-Request-ID": f"stall-{n}"})
+                for n in range(5)
+            ]
+            time.sleep(2.5)  # past the client's 2 s timeout: the batch under way fails
+        finally:
+            redis.resume()
+        assert all(r.status_code == 200 for r in sent)
+        found = events(other, "/v1/audit", 6)
+    ids = [e["request_id"] for e in found if e["request_id"].startswith("stall-")]
+    assert sorted(ids) == [f"stall-{n}" for n in range(5)]
+    scrape = httpx.get(server.url + "/metrics").text
+    assert "gmigw_audit_events_dropped_total 0.0" in scrape
+    assert '"event":"audit_sink_retrying"' in server.output()

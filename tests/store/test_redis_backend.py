@@ -476,3 +476,16 @@ async def test_a_reservation_that_reaches_redis_after_its_undo_reserves_nothing(
         await store.begin_submit("a", charge, SubmitLimits(), hold_until=clock.now + 60)
     await until_undone(store)
     assert await reserved(own_server) == (0, 0)
+
+
+async def test_an_audit_batch_sent_again_is_added_once(
+    store: RedisStore, own_server: RedisServer
+) -> None:
+    """The audit drain sends a batch again when its reply was lost; Redis may have run it."""
+    batch = [("a", b'{"n":1}'), (None, b'{"n":2}')]
+    await store.append_audit(batch)
+    await store.append_audit(batch)
+    await store.append_audit([("a", b'{"n":3}')])
+    with redis.Redis.from_url(own_server.url) as client:
+        assert client.xlen("gmigw:audit") == 3
+        assert client.xlen("gmigw:{a}:audit") == 2

@@ -103,3 +103,31 @@ def test_a_kept_prompt_is_cut_to_a_bounded_length_but_hashed_whole() -> None:
     assert note.prompt == prompt[: audit.MAX_PROMPT_TEXT]
     assert note.prompt_length == len(prompt)
     assert note.prompt_sha256 == hashlib.sha256(prompt.encode()).hexdigest()
+
+
+async def test_a_failing_sink_is_retried_and_loses_nothing() -> None:
+    """A store that is briefly unreachable: the batch waits and goes again, nothing dropped."""
+    written: list[AuditEvent] = []
+    failures = 2
+
+    async def flaky(events: Sequence[AuditEvent]) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise OSError("connection refused")
+        written.extend(events)
+
+    audit = AuditLog([flaky])
+    task = asyncio.create_task(audit.run())
+    before = dropped()
+    with capture_logs() as logs:
+        for n in range(3):
+            audit.emit(event(n))
+        for _ in range(500):  # a safety net, not a measure
+            if len(written) == 3:
+                break
+            await asyncio.sleep(0.01)
+        await stop(task, audit)
+    assert [e.request_id for e in written] == ["0", "1", "2"]
+    assert dropped() == before
+    assert [e["event"] for e in logs] == ["audit_sink_retrying", "audit_sink_retrying"]
