@@ -28,7 +28,7 @@ _log = structlog.get_logger("gateway.store")
 FIRST_DELAY_SECONDS = 0.1
 MAX_DELAY_SECONDS = 5.0
 LAST_TRY_SECONDS = 2.0  # at shutdown, inside the audit flush's share of the grace period
-MAX_PENDING = 10_000  # a reservation per failed submit; Redis down for long fails at connect
+MAX_PENDING = 10_000  # one per failed submit; beyond, one is logged and left to its hold
 
 
 @dataclass(frozen=True, slots=True)
