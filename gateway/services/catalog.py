@@ -255,6 +255,10 @@ def _parse_model(model_id: str, raw: bytes) -> ModelEntry:
     return ModelEntry(model_id, raw, etag_of(raw), tuple(s for s in specs if s is not None))
 
 
+_SPEC_FIELDS = ParameterSpec.__struct_fields__
+_CHECKED_FIELDS = frozenset({"type", "options", "min_value", "max_value", "max_length"})
+
+
 def _parameter(model_id: str, entry: Any) -> ParameterSpec | None:
     """One parameter spec, read leniently: the upstream's schema is only partly documented, and
     one odd field must not take a whole model out of service.
@@ -279,19 +283,15 @@ def _parameter(model_id: str, entry: Any) -> ParameterSpec | None:
     return spec
 
 
-_SPEC_FIELDS = ParameterSpec.__struct_fields__
-_CHECKED_FIELDS = frozenset({"type", "options", "min_value", "max_value", "max_length"})
-
-
 def _readable(name: str, field: str, entry: dict[str, Any]) -> bool:
     """Whether ``entry[field]`` is there and reads as that field of a ParameterSpec."""
     if field not in entry:
         return False
     try:
-        value = getattr(msgspec.convert({"name": name, field: entry[field]}, ParameterSpec,
-                                        strict=False), field)  # fmt: skip
+        alone = msgspec.convert({"name": name, field: entry[field]}, ParameterSpec, strict=False)
     except msgspec.ValidationError:
         return False
+    value = getattr(alone, field)
     return not (isinstance(value, float) and math.isnan(value))
 
 
