@@ -29,6 +29,7 @@ __all__ = (
 
 MAX_MODEL_ID_LENGTH = 200
 DEFAULT_VIDEO_SECONDS = 5
+MAX_VIDEO_SECONDS = 86_400  # a day of video in one job: far beyond any model
 _DURATION_NAMES = frozenset({"duration", "durationSeconds", "duration_seconds"})
 _MAX_CHARS_IN_DESCRIPTION = re.compile(r"\bmax(?:imum)?\.?\s+(\d+)\s+char", re.IGNORECASE)
 _STRING_TYPES = frozenset({"string", "str", "text"})
@@ -132,11 +133,20 @@ def video_seconds(payload: dict[str, Any], parameters: tuple[ParameterSpec, ...]
     Only the duration parameter the model declares counts (Kling ``duration``, Veo
     ``durationSeconds``), then that parameter's default, then 5: the upstream ignores keys a
     model does not declare, so a stray ``duration`` must not set the price either.
+
+    Raises:
+        InvalidPayload: a duration beyond any model's (one the catalog leaves unchecked), which
+            the budget counters could not even hold.
     """
     for spec in parameters:
         if spec.name in _DURATION_NAMES:
             for value in (payload.get(spec.name), spec.default_value):
                 seconds = _as_number(value)
+                if seconds is not None and seconds > MAX_VIDEO_SECONDS:
+                    raise InvalidPayload(
+                        f"invalid payload: {spec.name} must be at most {MAX_VIDEO_SECONDS} "
+                        f"seconds, got {_fmt(seconds)}"
+                    )
                 if seconds is not None and seconds > 0:
                     return math.ceil(seconds)
     return DEFAULT_VIDEO_SECONDS

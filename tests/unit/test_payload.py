@@ -152,3 +152,13 @@ def test_cost_is_the_duration_the_model_declares(
     payload: dict[str, Any], parameters: tuple[ParameterSpec, ...], seconds: int
 ) -> None:
     assert video_seconds(payload, parameters) == seconds
+
+
+def test_a_duration_no_model_makes_is_refused_not_charged() -> None:
+    """Left unchecked by the catalog, 1e14 s overflowed the budget counter: a 503 blaming the
+    store (review finding)."""
+    unchecked = (ParameterSpec(name="duration", type="unchecked"),)
+    assert video_seconds({"duration": 86400}, unchecked) == 86400
+    with pytest.raises(InvalidPayload) as refused:
+        video_seconds({"duration": 1e14}, unchecked)
+    assert str(refused.value).endswith("at most 86400 seconds, got 100000000000000")
