@@ -225,7 +225,9 @@ class Store(abc.ABC):
 
         With ``idempotency`` (a key ``begin_submit`` claimed), the same atomic step stores
         ``answer`` (default: ``record``) as the key's answer (status 200) for
-        ``idempotency.ttl`` seconds, as ``finish_idempotent`` would.
+        ``idempotency.ttl`` seconds, as ``finish_idempotent`` would; unless the key already has
+        an answer (a job written back after an outage, when another submit with the key got
+        one meanwhile), which stays.
         """
 
     @abc.abstractmethod

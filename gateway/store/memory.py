@@ -152,7 +152,8 @@ class MemoryStore(Store):
             if deadline is not None:
                 self._slots.setdefault(tenant, {})[charge.token] = deadline
             self._to_check[tenant, request_id] = now
-        if idempotency is not None:
+        held = None if idempotency is None else self._claims.get((tenant, idempotency.key), now)
+        if idempotency is not None and (held is None or held.body is None):
             await self.finish_idempotent(
                 tenant,
                 idempotency.key,

@@ -388,6 +388,20 @@ async def test_recording_the_job_stores_the_keys_answer(store: Store, clock: Fak
     assert await outcome(store, clock, "k", "fp") == "new"
 
 
+async def test_recording_a_job_keeps_an_answer_the_key_has_already(
+    store: Store, clock: FakeClock
+) -> None:
+    """A job written back after an outage must not replace the answer another submit with the
+    key got meanwhile: a replay switched to the other job, or to a mismatch (review finding)."""
+    await store.finish_idempotent("t", "k", "fp-b", 200, b'{"request_id":"job-b"}', ttl=86400)
+    key = Idempotency("k", "fp-a", 86400)
+    await store.add_job("t", "job-a", "m", b"{}", idempotency=key, answer=b'{"request_id":"a"}')
+    assert (await claim(store, clock, "k", "fp-b")).claim == IdempotencyState(
+        "done", 200, b'{"request_id":"job-b"}'
+    )
+    assert (await store.get_job("t", "job-a")) is not None  # the job itself is recorded
+
+
 async def test_the_keys_answer_can_differ_from_the_jobs_record(
     store: Store, clock: FakeClock
 ) -> None:

@@ -1,5 +1,7 @@
 -- Record a job for a tenant, keeping the original created_at when the id is already owned,
--- attach a reservation's charge to it (once) and store the record as an Idempotency-Key's answer.
+-- attach a reservation's charge to it (once) and store the record as an Idempotency-Key's answer
+-- (unless the key holds one already: a job written back after an outage must not replace the
+-- answer another submit with the key got meanwhile).
 -- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+model index, KEYS[4] slots,
 -- KEYS[5] the key's claim hash (absent: no key)
 -- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds,
@@ -40,7 +42,7 @@ if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
   end
   charged = 1
 end
-if KEYS[5] then
+if KEYS[5] and redis.call('HEXISTS', KEYS[5], 'body') == 0 then
   local ttl = tonumber(ARGV[12])
   redis.call('HSET', KEYS[5], 'fingerprint', ARGV[11], 'expires_at', now + ttl, 'status', 200,
     'body', ARGV[13])
