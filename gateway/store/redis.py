@@ -39,10 +39,10 @@ __all__ = ("RedisStore",)
 
 _T = TypeVar("_T")
 Arg = bytes | str | int | float
-_Streams = dict[str, tuple[str, list[Arg]]]  # audit stream: (its batch marker, events)
 _ReadGroup = tuple[str, int, float]  # tenant, reads per minute (0: unlimited), refresh ttl
 VOID_SECONDS = 86400  # how long a voided token stays refused: longer than any Redis stall
-AUDIT_BATCH_SECONDS = 86400  # how long a written audit batch is remembered, against a resend
+AUDIT_CLOCK_SLACK = 60.0  # s: a resent audit batch is looked for from its first try, less this
+MAX_UNCONFIRMED_AUDIT = 1_000  # failed audit batches remembered (beyond: appended unchecked)
 
 
 def _script(client: aioredis.Redis, name: str, *, rates: bool = False) -> AsyncScript:
@@ -88,6 +88,7 @@ class RedisStore(Store):
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._undo = UndoQueue(self._undo_reservation)
+        self._unconfirmed_audit: dict[bytes, float] = {}  # failed batch digest: first try
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
@@ -523,40 +524,47 @@ class RedisStore(Store):
         return f"{int((self._clock() - self._audit_retention) * 1000)}-0"
 
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
-        """Append the batch once, even if it is sent again after a reply was lost (the audit
-        drain retries a failed batch): each stream keeps a marker of the batch's digest."""
+        """Append the batch once, even if it comes again after a reply was lost (the audit
+        drain retries a failed batch): a batch that failed here is looked for before it is
+        appended again."""
         oldest = self._oldest_audit_id()
-        digest = hashlib.sha256(b"\n".join(body for _, body in events)).hexdigest()[:32]
-        marker = store_key(self._prefix, None, "audit", "batch", digest)
-        streams: _Streams = {self._audit_global: (marker, [])}
+        digest = hashlib.sha256(b"\n".join(body for _, body in events)).digest()
+        first_try = self._unconfirmed_audit.get(digest)
+        look_from = "" if first_try is None else f"{int((first_try - AUDIT_CLOCK_SLACK) * 1000)}-0"
+        streams: dict[str, list[Arg]] = {self._audit_global: []}
         for tenant, body in events:
-            streams[self._audit_global][1].append(body)
+            streams[self._audit_global].append(body)
             if tenant is not None:
-                stream = self._key(tenant, "audit")
-                if stream not in streams:
-                    streams[stream] = (self._key(tenant, "audit", "batch", digest), [])
-                streams[stream][1].append(body)
-        await self._call(self._append_streams(streams, oldest))
+                streams.setdefault(self._key(tenant, "audit"), []).append(body)
+        try:
+            await self._call(self._append_streams(streams, oldest, look_from))
+        except StoreError:
+            if first_try is None and len(self._unconfirmed_audit) < MAX_UNCONFIRMED_AUDIT:
+                self._unconfirmed_audit[digest] = self._clock()
+            raise
+        self._unconfirmed_audit.pop(digest, None)
 
-    async def _append_streams(self, streams: _Streams, oldest: str) -> None:
+    async def _append_streams(
+        self, streams: dict[str, list[Arg]], oldest: str, look_from: str
+    ) -> None:
         """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
         round trip: a batch costs one call, not one per stream.
 
         The pipeline is not a transaction: after a Redis restart, another replica's
         ``SCRIPT LOAD`` can land midway, so some streams take the batch and others answer
-        NOSCRIPT. Only those are sent again (the markers would refuse the rest anyway).
+        NOSCRIPT. Only those are sent again, or the others would hold it twice.
         """
         sha, cap = self._append_audit.sha, self._audit_max
 
-        async def run(todo: _Streams) -> _Streams:
+        async def run(todo: dict[str, list[Arg]]) -> dict[str, list[Arg]]:
             pipe = self._redis.pipeline(transaction=False)
-            for stream, (marker, bodies) in todo.items():
-                _ = pipe.evalsha(sha, 2, stream, marker, cap, oldest, AUDIT_BATCH_SECONDS, *bodies)
+            for stream, bodies in todo.items():
+                _ = pipe.evalsha(sha, 1, stream, cap, oldest, look_from, *bodies)
             replies = await pipe.execute(raise_on_error=False)
-            unscripted: _Streams = {}
-            for (stream, entry), reply in zip(todo.items(), replies, strict=True):
+            unscripted: dict[str, list[Arg]] = {}
+            for (stream, bodies), reply in zip(todo.items(), replies, strict=True):
                 if isinstance(reply, NoScriptError):
-                    unscripted[stream] = entry
+                    unscripted[stream] = bodies
                 elif isinstance(reply, Exception):
                     raise reply
             return unscripted

@@ -478,14 +478,43 @@ async def test_a_reservation_that_reaches_redis_after_its_undo_reserves_nothing(
     assert await reserved(own_server) == (0, 0)
 
 
-async def test_an_audit_batch_sent_again_is_added_once(
-    store: RedisStore, own_server: RedisServer
+async def test_an_audit_batch_sent_again_after_a_lost_reply_is_added_once(
+    own_server: RedisServer, clock: FakeClock
 ) -> None:
-    """The audit drain sends a batch again when its reply was lost; Redis may have run it."""
+    """The audit drain sends a failed batch again; a stalled Redis may have run it anyway."""
+    store = RedisStore(aioredis.Redis.from_url(own_server.url, socket_timeout=0.3), clock=clock)
+    await store.append_audit([(None, b'{"n":0}')])  # the script is loaded
     batch = [("a", b'{"n":1}'), (None, b'{"n":2}')]
-    await store.append_audit(batch)
+    own_server.pause()
+    try:
+        with pytest.raises(StoreError):
+            await store.append_audit(batch)
+    finally:
+        own_server.resume()
+    await asyncio.sleep(0.2)  # the stalled call runs first
     await store.append_audit(batch)
     await store.append_audit([("a", b'{"n":3}')])
     with redis.Redis.from_url(own_server.url) as client:
-        assert client.xlen("gmigw:audit") == 3
+        assert client.xlen("gmigw:audit") == 4
         assert client.xlen("gmigw:{a}:audit") == 2
+    await store.aclose()
+
+
+async def test_an_audit_batch_that_never_reached_redis_is_added_when_sent_again(
+    store: RedisStore, own_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.append_audit([(None, b'{"n":0}')])
+    send = AbstractConnection.send_packed_command
+
+    async def broken(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", send)  # only this once
+        raise redis.ConnectionError("connection reset before sending")
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", broken)
+    batch = [("a", b'{"n":1}')]
+    with pytest.raises(StoreError):
+        await store.append_audit(batch)
+    await store.append_audit(batch)
+    with redis.Redis.from_url(own_server.url) as client:
+        assert client.xlen("gmigw:audit") == 2
+        assert client.xlen("gmigw:{a}:audit") == 1
