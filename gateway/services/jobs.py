@@ -200,7 +200,9 @@ class Jobs:
                 _as_status_record(response.body, body),
                 charge=charge,
                 deadline=self._quotas.deadline(),
-                idempotency=None if claim is None else replace(claim, ttl=IDEMPOTENCY_TTL),
+                idempotency=None
+                if claim is None
+                else replace(claim, ttl=IDEMPOTENCY_TTL, token=charge.token),
                 answer=response.body,
             )
         except StoreError as exc:

@@ -150,11 +150,14 @@ class Settlement:
 @dataclass(frozen=True, slots=True)
 class Idempotency:
     """An ``Idempotency-Key`` and the fingerprint of the request that came with it; ``ttl`` is
-    how long the operation it is given to keeps it (a claim, or a stored answer)."""
+    how long the operation it is given to keeps it (a claim, or a stored answer). For
+    ``add_job``, ``token`` is the reservation whose ``begin_submit`` claimed the key: only that
+    claim (or none) takes the job as its answer."""
 
     key: str
     fingerprint: str
     ttl: float
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +229,9 @@ class Store(abc.ABC):
         With ``idempotency`` (a key ``begin_submit`` claimed), the same atomic step stores
         ``answer`` (default: ``record``) as the key's answer (status 200) for
         ``idempotency.ttl`` seconds, as ``finish_idempotent`` would; unless the key already has
-        an answer (a job written back after an outage, when another submit with the key got
-        one meanwhile), which stays.
+        an answer, or another submit's claim (``idempotency.token`` names this submit's): a
+        job written back after an outage must not take what another submit with the key got
+        or holds meanwhile.
         """
 
     @abc.abstractmethod

@@ -47,6 +47,7 @@ class _Claim:
     fingerprint: str
     status: int = 0
     body: bytes | None = None
+    token: str = ""  # the reservation that claimed the key, while it has no answer
 
 
 class _Expiring(Generic[_K, _V]):
@@ -152,8 +153,7 @@ class MemoryStore(Store):
             if deadline is not None:
                 self._slots.setdefault(tenant, {})[charge.token] = deadline
             self._to_check[tenant, request_id] = now
-        held = None if idempotency is None else self._claims.get((tenant, idempotency.key), now)
-        if idempotency is not None and (held is None or held.body is None):
+        if idempotency is not None and self._answer_is_free(tenant, idempotency, now):
             await self.finish_idempotent(
                 tenant,
                 idempotency.key,
@@ -163,6 +163,11 @@ class MemoryStore(Store):
                 ttl=idempotency.ttl,
             )
         return job
+
+    def _answer_is_free(self, tenant: str, idempotency: Idempotency, now: float) -> bool:
+        """No answer yet, and no claim but this submit's (as add_job.lua decides)."""
+        held = self._claims.get((tenant, idempotency.key), now)
+        return held is None or (held.body is None and held.token in ("", idempotency.token))
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
         return self._live(self._jobs.get(tenant, {}).get(request_id))
@@ -253,7 +258,7 @@ class MemoryStore(Store):
             if idempotency is not None:
                 self._claims.put(
                     (tenant, idempotency.key),
-                    _Claim(idempotency.fingerprint),
+                    _Claim(idempotency.fingerprint, token=charge.token),
                     now=now,
                     until=now + idempotency.ttl,
                 )

@@ -165,7 +165,8 @@ class RedisStore(Store):
             args.append("" if deadline is None else deadline)
         if idempotency is not None:
             keys.append(self._key(tenant, "idempotency", idempotency.key))
-            args += [idempotency.fingerprint, idempotency.ttl, record if answer is None else answer]
+            args += [idempotency.fingerprint, idempotency.ttl]
+            args += [record if answer is None else answer, idempotency.token]
         if charge is None:
             created, _, stored_model = await self._call(self._add_job(keys=keys, args=args))
         else:

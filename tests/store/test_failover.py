@@ -198,7 +198,7 @@ async def test_a_key_answered_during_an_outage_is_written_back_with_its_job(
     start = await stalled_submit(shared, failover, fragile_redis, cost, "order-9")
     assert start.decision is not None
     assert start.decision.allowed
-    key = Idempotency("order-9", "fp", 86400)
+    key = Idempotency("order-9", "fp", 86400, cost.token)
     await failover.add_job("t", "job-1", "m", b"{}", charge=cost, idempotency=key, answer=b"one")
     await until_undone(shared)
     await failover.write_back_once()

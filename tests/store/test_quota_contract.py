@@ -319,11 +319,16 @@ async def claim(
     """A submit's first store step with ``Idempotency-Key: key`` (claims last 60 s)."""
     return await store.begin_submit(
         tenant,
-        charge(clock, f"tok-{clock.now}-{key}-{fingerprint}"),
+        charge(clock, claim_token(clock, key, fingerprint)),
         limits,
         hold_until=clock.now + 600,
         idempotency=Idempotency(key, fingerprint, 60),
     )
+
+
+def claim_token(clock: FakeClock, key: str, fingerprint: str) -> str:
+    """The reservation token ``claim`` uses now."""
+    return f"tok-{clock.now}-{key}-{fingerprint}"
 
 
 async def outcome(store: Store, clock: FakeClock, key: str, fingerprint: str, **kw: Any) -> str:
@@ -367,16 +372,16 @@ async def test_a_refused_submit_leaves_its_key_free(store: Store, clock: FakeClo
 
 
 async def test_recording_the_job_stores_the_keys_answer(store: Store, clock: FakeClock) -> None:
+    token = claim_token(clock, "k", "fp")
     start = await claim(store, clock, "k", "fp")
     assert start.decision is not None
-    token = charge(clock, "tok-job")
     await store.add_job(
         "t",
         "r1",
         "m",
         b'{"request_id":"r1"}',
-        charge=token,
-        idempotency=Idempotency("k", "fp", 900),
+        charge=charge(clock, token),
+        idempotency=Idempotency("k", "fp", 900, token),
     )
     assert (await claim(store, clock, "k", "fp")).claim == IdempotencyState(
         "done", 200, b'{"request_id":"r1"}'
@@ -402,18 +407,33 @@ async def test_recording_a_job_keeps_an_answer_the_key_has_already(
     assert (await store.get_job("t", "job-a")) is not None  # the job itself is recorded
 
 
+async def test_recording_a_job_leaves_a_key_another_submit_holds(
+    store: Store, clock: FakeClock
+) -> None:
+    """Replica Y holds the key, pending; replica X's write-back took it, and Y's client, given
+    job-b, then got a mismatch on replay (review finding)."""
+    await claim(store, clock, "k", "fp-b")
+    held_by = claim_token(clock, "k", "fp-b")
+    written_back = Idempotency("k", "fp-a", 86400, "tok-x")
+    await store.add_job("t", "job-a", "m", b"{}", idempotency=written_back, answer=b"job-a")
+    own = Idempotency("k", "fp-b", 86400, held_by)
+    await store.add_job("t", "job-b", "m", b"{}", idempotency=own, answer=b"job-b")
+    assert (await claim(store, clock, "k", "fp-b")).claim == IdempotencyState("done", 200, b"job-b")
+
+
 async def test_the_keys_answer_can_differ_from_the_jobs_record(
     store: Store, clock: FakeClock
 ) -> None:
     """A replay returns the submit's own answer; polls get the job's (status-shaped) record."""
+    token = claim_token(clock, "k", "fp")
     await claim(store, clock, "k", "fp")
     await store.add_job(
         "t",
         "r1",
         "m",
         b'{"request_id":"r1","payload":{}}',
-        charge=charge(clock, "tok-job"),
-        idempotency=Idempotency("k", "fp", 900),
+        charge=charge(clock, token),
+        idempotency=Idempotency("k", "fp", 900, token),
         answer=b'{"request_id":"r1"}',
     )
     replay = (await claim(store, clock, "k", "fp")).claim

@@ -1,13 +1,14 @@
 -- Record a job for a tenant, keeping the original created_at when the id is already owned,
 -- attach a reservation's charge to it (once) and store the record as an Idempotency-Key's answer
--- (unless the key holds one already: a job written back after an outage must not replace the
--- answer another submit with the key got meanwhile).
+-- (unless the key has an answer already, or another submit claimed it: a job written back after
+-- an outage must not take what another submit with the key got or holds meanwhile).
 -- KEYS[1] job hash, KEYS[2] tenant index, KEYS[3] tenant+model index, KEYS[4] slots,
 -- KEYS[5] the key's claim hash (absent: no key)
 -- ARGV[1] request id, ARGV[2] model, ARGV[3] record, ARGV[4] now, ARGV[5] retention seconds,
 -- ARGV[6] slot token ('' for no charge), ARGV[7] cost, ARGV[8] day, ARGV[9] month,
 -- ARGV[10] deadline (when the slot is released at the latest), ARGV[11] fingerprint,
--- ARGV[12] how long the answer is kept (s), ARGV[13] the answer
+-- ARGV[12] how long the answer is kept (s), ARGV[13] the answer, ARGV[14] the token of the
+-- reservation that claimed the key (another submit's claim, or an answer, stays)
 -- A job is gone once created_at <= now - retention: the same expression as every other script,
 -- the memory backend and ZREMRANGEBYSCORE's cutoff, so lookups and the index always agree.
 local now = tonumber(ARGV[4])
@@ -42,7 +43,8 @@ if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
   end
   charged = 1
 end
-if KEYS[5] and redis.call('HEXISTS', KEYS[5], 'body') == 0 then
+local held = KEYS[5] and redis.call('HMGET', KEYS[5], 'body', 'token')
+if held and not held[1] and (not held[2] or held[2] == ARGV[14]) then
   local ttl = tonumber(ARGV[12])
   redis.call('HSET', KEYS[5], 'fingerprint', ARGV[11], 'expires_at', now + ttl, 'status', 200,
     'body', ARGV[13])
