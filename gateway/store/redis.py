@@ -41,7 +41,7 @@ _T = TypeVar("_T")
 Arg = bytes | str | int | float
 _ReadGroup = tuple[str, int, float]  # tenant, reads per minute (0: unlimited), refresh ttl
 VOID_SECONDS = 86400  # how long a voided token stays refused: longer than any Redis stall
-AUDIT_CLOCK_SLACK = 60.0  # s: a resent audit batch is looked for from its first try, less this
+AUDIT_CLOCK_STEP_MS = 60_000  # how far Redis's clock may step back, for resent audit batches
 MAX_UNCONFIRMED_AUDIT = 1_000  # failed audit batches remembered (beyond: appended unchecked)
 
 
@@ -88,7 +88,8 @@ class RedisStore(Store):
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._undo = UndoQueue(self._undo_reservation)
-        self._unconfirmed_audit: dict[bytes, float] = {}  # failed batch digest: first try
+        self._unconfirmed_audit: dict[bytes, str] = {}  # failed batch digest: id to look from
+        self._audit_mark = ""  # the id of the last global audit entry this process wrote
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
@@ -530,32 +531,45 @@ class RedisStore(Store):
         appended again."""
         oldest = self._oldest_audit_id()
         digest = hashlib.sha256(b"\n".join(body for _, body in events)).digest()
-        first_try = self._unconfirmed_audit.get(digest)
-        look_from = "" if first_try is None else f"{int((first_try - AUDIT_CLOCK_SLACK) * 1000)}-0"
+        look_from = self._unconfirmed_audit.get(digest, "")
         streams: dict[str, list[Arg]] = {self._audit_global: []}
         for tenant, body in events:
             streams[self._audit_global].append(body)
             if tenant is not None:
                 streams.setdefault(self._key(tenant, "audit"), []).append(body)
         try:
-            await self._call(self._append_streams(streams, oldest, look_from))
+            last_id = await self._call(self._append_streams(streams, oldest, look_from))
         except StoreError:
-            if first_try is None and len(self._unconfirmed_audit) < MAX_UNCONFIRMED_AUDIT:
-                self._unconfirmed_audit[digest] = self._clock()
+            if not look_from and len(self._unconfirmed_audit) < MAX_UNCONFIRMED_AUDIT:
+                self._unconfirmed_audit[digest] = self._resend_from(oldest)
             raise
         self._unconfirmed_audit.pop(digest, None)
+        if last_id:
+            self._audit_mark = last_id
+
+    def _resend_from(self, oldest: str) -> str:
+        """The stream id from which a batch whose append just failed would be found: the last
+        entry this process saw written (Redis's clock, whatever this process's says), less a
+        minute in case Redis's clock stepped back."""
+        if not self._audit_mark:
+            return oldest
+        mark_ms = int(self._audit_mark.partition("-")[0])
+        return f"{max(mark_ms - AUDIT_CLOCK_STEP_MS, 0)}-0"
 
     async def _append_streams(
         self, streams: dict[str, list[Arg]], oldest: str, look_from: str
-    ) -> None:
+    ) -> str:
         """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
-        round trip: a batch costs one call, not one per stream.
+        round trip: a batch costs one call, not one per stream. Returns the id of the global
+        stream's last new entry ("" if it had the batch already).
 
         The pipeline is not a transaction: after a Redis restart, another replica's
         ``SCRIPT LOAD`` can land midway, so some streams take the batch and others answer
         NOSCRIPT. Only those are sent again, or the others would hold it twice.
         """
         sha, cap = self._append_audit.sha, self._audit_max
+
+        last_ids: dict[str, bytes] = {}
 
         async def run(todo: dict[str, list[Arg]]) -> dict[str, list[Arg]]:
             pipe = self._redis.pipeline(transaction=False)
@@ -568,6 +582,8 @@ class RedisStore(Store):
                     unscripted[stream] = bodies
                 elif isinstance(reply, Exception):
                     raise reply
+                else:
+                    last_ids[stream] = reply
             return unscripted
 
         unscripted = await run(streams)
@@ -575,6 +591,7 @@ class RedisStore(Store):
             await self._redis.script_load(self._append_audit.script)
             if await run(unscripted):
                 raise NoScriptError("append_audit.lua missing again right after loading it")
+        return last_ids[self._audit_global].decode()
 
     async def read_audit(
         self, tenant: str | None, *, before: str | None, count: int
