@@ -88,8 +88,9 @@ class RedisStore(Store):
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._undo = UndoQueue(self._undo_reservation)
-        self._unconfirmed_audit: dict[bytes, str] = {}  # failed batch digest: id to look from
-        self._audit_mark = ""  # the id of the last global audit entry this process wrote
+        # A failed audit batch's digest: where to look for it in each of its streams.
+        self._unconfirmed_audit: dict[bytes, dict[str, str]] = {}
+        self._audit_marks: dict[str, str] = {}  # the last id this process wrote, per stream
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
@@ -531,37 +532,40 @@ class RedisStore(Store):
         appended again."""
         oldest = self._oldest_audit_id()
         digest = hashlib.sha256(b"\n".join(body for _, body in events)).digest()
-        look_from = self._unconfirmed_audit.get(digest, "")
         streams: dict[str, list[Arg]] = {self._audit_global: []}
         for tenant, body in events:
             streams[self._audit_global].append(body)
             if tenant is not None:
                 streams.setdefault(self._key(tenant, "audit"), []).append(body)
+        look_from = self._unconfirmed_audit.get(digest, {})
         try:
-            last_id = await self._call(self._append_streams(streams, oldest, look_from))
+            last_ids = await self._call(self._append_streams(streams, oldest, look_from))
         except StoreError:
             if not look_from and len(self._unconfirmed_audit) < MAX_UNCONFIRMED_AUDIT:
-                self._unconfirmed_audit[digest] = self._resend_from(oldest)
+                self._unconfirmed_audit[digest] = {s: self._resend_from(s, oldest) for s in streams}
             raise
         self._unconfirmed_audit.pop(digest, None)
-        if last_id:
-            self._audit_mark = last_id
+        self._audit_marks.update((stream, id_) for stream, id_ in last_ids.items() if id_)
 
-    def _resend_from(self, oldest: str) -> str:
-        """The stream id from which a batch whose append just failed would be found: the last
-        entry this process saw written (Redis's clock, whatever this process's says), less a
-        minute in case Redis's clock stepped back."""
-        if not self._audit_mark:
+    def _resend_from(self, stream: str, oldest: str) -> str:
+        """The id from which a batch whose append to ``stream`` just failed would be found:
+        the last entry this process saw written there (a stream's ids only grow, whatever any
+        clock says); for a stream it never wrote, the last one of the global stream less a
+        minute (in case Redis's clock steps back), else the retention's start."""
+        if stream in self._audit_marks:
+            return self._audit_marks[stream]
+        mark = self._audit_marks.get(self._audit_global)
+        if mark is None:
             return oldest
-        mark_ms = int(self._audit_mark.partition("-")[0])
-        return f"{max(mark_ms - AUDIT_CLOCK_STEP_MS, 0)}-0"
+        return f"{max(int(mark.partition('-')[0]) - AUDIT_CLOCK_STEP_MS, 0)}-0"
 
     async def _append_streams(
-        self, streams: dict[str, list[Arg]], oldest: str, look_from: str
-    ) -> str:
+        self, streams: dict[str, list[Arg]], oldest: str, look_from: dict[str, str]
+    ) -> dict[str, str]:
         """``append_audit.lua`` once per stream (each touches one cluster slot), all in one
-        round trip: a batch costs one call, not one per stream. Returns the id of the global
-        stream's last new entry ("" if it had the batch already).
+        round trip: a batch costs one call, not one per stream. ``look_from`` holds, for a
+        resent batch, where to look for it in each stream. Returns each stream's last new id
+        ("" where the stream had the batch already).
 
         The pipeline is not a transaction: after a Redis restart, another replica's
         ``SCRIPT LOAD`` can land midway, so some streams take the batch and others answer
@@ -574,7 +578,8 @@ class RedisStore(Store):
         async def run(todo: dict[str, list[Arg]]) -> dict[str, list[Arg]]:
             pipe = self._redis.pipeline(transaction=False)
             for stream, bodies in todo.items():
-                _ = pipe.evalsha(sha, 1, stream, cap, oldest, look_from, *bodies)
+                since = look_from.get(stream, "")
+                _ = pipe.evalsha(sha, 1, stream, cap, oldest, since, *bodies)
             replies = await pipe.execute(raise_on_error=False)
             unscripted: dict[str, list[Arg]] = {}
             for (stream, bodies), reply in zip(todo.items(), replies, strict=True):
@@ -591,7 +596,7 @@ class RedisStore(Store):
             await self._redis.script_load(self._append_audit.script)
             if await run(unscripted):
                 raise NoScriptError("append_audit.lua missing again right after loading it")
-        return last_ids[self._audit_global].decode()
+        return {stream: last_id.decode() for stream, last_id in last_ids.items()}
 
     async def read_audit(
         self, tenant: str | None, *, before: str | None, count: int

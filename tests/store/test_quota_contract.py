@@ -421,6 +421,17 @@ async def test_recording_a_job_leaves_a_key_another_submit_holds(
     assert (await claim(store, clock, "k", "fp-b")).claim == IdempotencyState("done", 200, b"job-b")
 
 
+async def test_recording_a_job_takes_a_key_whose_claim_has_expired(
+    store: Store, clock: FakeClock
+) -> None:
+    """The memory store took it and Redis did not, so a replay there made a second job."""
+    await claim(store, clock, "k", "fp-a")  # claims last 60 s
+    clock.advance(61)
+    own = Idempotency("k", "fp-b", 86400, "tok-b")
+    await store.add_job("t", "job-b", "m", b"{}", idempotency=own, answer=b"job-b")
+    assert (await claim(store, clock, "k", "fp-b")).claim == IdempotencyState("done", 200, b"job-b")
+
+
 async def test_the_keys_answer_can_differ_from_the_jobs_record(
     store: Store, clock: FakeClock
 ) -> None:

@@ -558,3 +558,26 @@ async def test_a_resent_audit_batch_the_trim_cut_into_is_not_added_again(
     assert all(after.count(body) <= 1 for _, body in batch)
     await me.aclose()
     await other.aclose()
+
+
+async def test_a_resent_audit_batch_is_looked_for_in_each_stream_from_its_own_ids(
+    own_server: RedisServer, clock: FakeClock
+) -> None:
+    """Global ids ahead of Redis's clock (it stepped back): looking from the global stream's
+    last id, a tenant stream missed the batch and held it twice (review finding)."""
+    store = RedisStore(aioredis.Redis.from_url(own_server.url, socket_timeout=0.3), clock=clock)
+    with redis.Redis.from_url(own_server.url) as client:
+        client.xadd("gmigw:audit", {"e": b"{}"}, id=f"{int(time.time() * 1000) + 180_000}-0")
+        await store.append_audit([("a", b'{"n":0}')])  # both streams written: the marks
+        batch = [("a", b'{"n":1}')]
+        own_server.pause()
+        try:
+            with pytest.raises(StoreError):
+                await store.append_audit(batch)
+        finally:
+            own_server.resume()
+        await asyncio.sleep(0.2)  # the stalled call runs first
+        await store.append_audit(batch)
+        assert client.xlen("gmigw:{a}:audit") == 2
+        assert client.xlen("gmigw:audit") == 3
+    await store.aclose()

@@ -43,8 +43,9 @@ if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
   end
   charged = 1
 end
-local held = KEYS[5] and redis.call('HMGET', KEYS[5], 'body', 'token')
-if held and not held[1] and (not held[2] or held[2] == ARGV[14]) then
+local held = KEYS[5] and redis.call('HMGET', KEYS[5], 'body', 'token', 'expires_at')
+local live = held and held[3] and tonumber(held[3]) > now
+if held and (not live or (not held[1] and (not held[2] or held[2] == ARGV[14]))) then
   local ttl = tonumber(ARGV[12])
   redis.call('HSET', KEYS[5], 'fingerprint', ARGV[11], 'expires_at', now + ttl, 'status', 200,
     'body', ARGV[13])
