@@ -479,6 +479,19 @@ async def test_a_reservation_that_reaches_redis_after_its_undo_reserves_nothing(
     assert await reserved(own_server) == (0, 0)
 
 
+async def append_with_its_reply_lost(
+    server: RedisServer, store: RedisStore, batch: list[tuple[str | None, bytes]]
+) -> None:
+    """An append Redis runs while the client, timed out, takes it for failed."""
+    server.pause()
+    try:
+        with pytest.raises(StoreError):
+            await store.append_audit(batch)
+    finally:
+        server.resume()
+    await asyncio.sleep(0.2)  # the stalled call runs before whatever comes next
+
+
 @pytest.mark.parametrize("skew", [0.0, 120.0, -120.0])
 async def test_an_audit_batch_sent_again_after_a_lost_reply_is_added_once(
     own_server: RedisServer, skew: float
@@ -490,13 +503,7 @@ async def test_an_audit_batch_sent_again_after_a_lost_reply_is_added_once(
     store = RedisStore(aioredis.Redis.from_url(own_server.url, socket_timeout=0.3), clock=clock)
     await store.append_audit([(None, b'{"n":0}')])  # the script is loaded
     batch = [("a", b'{"n":1}'), (None, b'{"n":2}')]
-    own_server.pause()
-    try:
-        with pytest.raises(StoreError):
-            await store.append_audit(batch)
-    finally:
-        own_server.resume()
-    await asyncio.sleep(0.2)  # the stalled call runs first
+    await append_with_its_reply_lost(own_server, store, batch)
     await store.append_audit(batch)
     await store.append_audit([("a", b'{"n":3}')])
     with redis.Redis.from_url(own_server.url) as client:
@@ -538,13 +545,7 @@ async def test_a_resent_audit_batch_the_trim_cut_into_is_not_added_again(
     await other.append_audit([(None, b'{"pre":%d}' % n) for n in range(80)])
     await me.append_audit([(None, b'{"mine":0}')])
     batch = [(None, b'{"b":%d}' % n) for n in range(50)]
-    own_server.pause()
-    try:
-        with pytest.raises(StoreError):
-            await me.append_audit(batch)
-    finally:
-        own_server.resume()
-    await asyncio.sleep(0.2)  # the stalled call runs first
+    await append_with_its_reply_lost(own_server, me, batch)
     for round_number in range(4):
         await other.append_audit(
             [(None, b'{"o":%d,"r":%d}' % (n, round_number)) for n in range(50)]
@@ -570,13 +571,7 @@ async def test_a_resent_audit_batch_is_looked_for_in_each_stream_from_its_own_id
         client.xadd("gmigw:audit", {"e": b"{}"}, id=f"{int(time.time() * 1000) + 180_000}-0")
         await store.append_audit([("a", b'{"n":0}')])  # both streams written: the marks
         batch = [("a", b'{"n":1}')]
-        own_server.pause()
-        try:
-            with pytest.raises(StoreError):
-                await store.append_audit(batch)
-        finally:
-            own_server.resume()
-        await asyncio.sleep(0.2)  # the stalled call runs first
+        await append_with_its_reply_lost(own_server, store, batch)
         await store.append_audit(batch)
         assert client.xlen("gmigw:{a}:audit") == 2
         assert client.xlen("gmigw:audit") == 3
