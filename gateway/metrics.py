@@ -145,17 +145,12 @@ class _Off:
         return None
 
 
-_switched_off = False
-
-
 def switch_off() -> None:
     """Make every metric of this process a no-op (``GATEWAY_FEATURES_OFF=metrics``).
 
     For measuring what the metrics cost; the scrape then shows only the client's own collectors.
     Call sites read ``metrics.NAME`` at call time, so rebinding the names reaches them all.
     """
-    global _switched_off  # noqa: PLW0603 -- process-wide, like the metrics themselves
-    _switched_off = True
     off = _Off()
     for name, value in list(globals().items()):
         if isinstance(value, Counter | Gauge | Histogram):
@@ -164,7 +159,7 @@ def switch_off() -> None:
 
 def switched_off() -> bool:
     """Whether ``switch_off`` ran (then nothing is worth reading for a scrape)."""
-    return _switched_off
+    return isinstance(JOBS_IN_FLIGHT, _Off)
 
 
 def status_class(status: int) -> str:

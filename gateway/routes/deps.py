@@ -22,6 +22,8 @@ from gateway.errors import (
     Forbidden,
     GatewayError,
     IncompleteBody,
+    QuotaExceeded,
+    StoreUnavailable,
     Unauthorized,
 )
 from gateway.services.audit_trail import AuditTrail
@@ -42,7 +44,7 @@ __all__ = (
     "note_ratelimit",
     "query_count",
     "read_body",
-    "refused_for_free",
+    "refusal_with_ratelimit",
     "services",
     "single_header",
     "spend_read",
@@ -102,16 +104,19 @@ async def tenant_read(request: AnyRequest) -> Principal:
 
 async def spend_read(request: AnyRequest, principal: Principal) -> None:
     """Spend one of the tenant's reads: once the request is known to be valid (see
-    ``refused_for_free``), as a refused one costs nothing."""
+    ``refusal_with_ratelimit``), as a refused one costs nothing."""
     note_ratelimit(request, await services(request).quotas.take_read(principal.tenant))
 
 
 @contextlib.asynccontextmanager
-async def refused_for_free(request: AnyRequest, principal: Principal) -> AsyncIterator[None]:
-    """Checks a read must pass before it is spent: a refusal costs nothing, and still carries
-    the RateLimit headers of the tenant's current state."""
+async def refusal_with_ratelimit(request: AnyRequest, principal: Principal) -> AsyncIterator[None]:
+    """A refusal from the checks inside (which spend nothing) still carries the RateLimit
+    headers of the tenant's current state; a 429 names its own limit, and a store that is down
+    cannot say."""
     try:
         yield
+    except (QuotaExceeded, StoreUnavailable):
+        raise
     except GatewayError:
         note_ratelimit(request, await services(request).quotas.peek(principal.tenant))
         raise

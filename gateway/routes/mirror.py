@@ -21,10 +21,7 @@ from litestar.params import FromPath
 
 from gateway.errors import (
     BadRequest,
-    GatewayError,
     NotFound,
-    QuotaExceeded,
-    StoreUnavailable,
     UnknownModel,
 )
 from gateway.routes.deps import (
@@ -33,7 +30,7 @@ from gateway.routes.deps import (
     note_ratelimit,
     query_count,
     read_body,
-    refused_for_free,
+    refusal_with_ratelimit,
     services,
     single_header,
     spend_read,
@@ -152,15 +149,10 @@ async def submit_request(request: AnyRequest) -> Reply:
     """Submit a job; the payload is validated against the model's schema before it is sent."""
     principal = tenant_principal(request)
     found = services(request)
-    try:
+    async with refusal_with_ratelimit(request, principal):  # before or after the reservation
         body = await read_body(request)
         idempotency_key = single_header(request, b"idempotency-key")
         result = await found.jobs.submit(principal, body, idempotency_key)
-    except (QuotaExceeded, StoreUnavailable):
-        raise  # a 429 names its own limit; a store that is down cannot say
-    except GatewayError:  # refused before or after the reservation: the current state
-        note_ratelimit(request, await found.quotas.peek(principal.tenant))
-        raise
     note_ratelimit(request, result.decision or await found.quotas.peek(principal.tenant))
     replayed = ((b"idempotent-replayed", b"true"),) if result.replayed else ()
     return Reply(result.body, status=result.status, headers=replayed)
@@ -183,7 +175,7 @@ async def list_requests(request: AnyRequest) -> Reply:
     ``total``, as the upstream does), ``offset``."""
     principal = tenant_principal(request)
     query = request.query_params
-    async with refused_for_free(request, principal):
+    async with refusal_with_ratelimit(request, principal):
         limit = _int_param(query.get("limit") or query.get("page_size"), "limit", default=100)
         offset = _int_param(query.get("offset"), "offset", default=0)
     await spend_read(request, principal)
@@ -215,7 +207,7 @@ async def create_upload_url(request: AnyRequest) -> Reply:
     """A presigned upload slot for an image-to-video input file (costs one read)."""
     principal = tenant_principal(request)
     uploads = services(request).uploads
-    async with refused_for_free(request, principal):
+    async with refusal_with_ratelimit(request, principal):
         body = await read_body(request)
         uploads.check(body)
     await spend_read(request, principal)

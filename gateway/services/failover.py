@@ -97,7 +97,9 @@ class StoreFailover(Store):
         if charge is not None and charge.token in self._local_tokens and self._local:
             self._local_tokens.discard(charge.token)  # its job and charge stay local
             self._pending.append(
-                _PendingJob(tenant, request_id, model, record, None, None, idempotency, answer)
+                _PendingJob(
+                    tenant, request_id, model, record, idempotency=idempotency, answer=answer
+                )
             )
             return await add(self._local)
         try:

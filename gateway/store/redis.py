@@ -87,7 +87,7 @@ class RedisStore(Store):
         self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
-        self._undo = UndoQueue(self._undo_reservation)
+        self._undo = UndoQueue(self.undo_reservation)
         # A failed audit batch's digest: where to look for it in each of its streams.
         self._unconfirmed_audit: dict[bytes, dict[str, str]] = {}
         self._audit_marks: dict[str, str] = {}  # the last id this process wrote, per stream
@@ -341,26 +341,20 @@ class RedisStore(Store):
             self._undo.add(Reservation(tenant, charge))  # the refund may not have happened
             raise
 
-    async def undo_reservation(
-        self, tenant: str, charge: Charge, idempotency_key: str | None = None
-    ) -> bool:
+    async def undo_reservation(self, reservation: Reservation) -> bool:
         """Give back a reservation whose submit was given up (as ``release``), and void its
         token, so a ``begin_submit`` of it still on its way to Redis reserves nothing; free the
-        ``idempotency_key`` it claimed, unless another submit holds it now.
+        Idempotency-Key it claimed, unless another submit holds it now.
         Returns whether there was a reservation to give back."""
+        tenant, charge = reservation.tenant, reservation.charge
         keys = [
             *self._charge_keys(tenant, charge.day, charge.month),
             self._void_key(tenant, charge),
         ]
-        if idempotency_key is not None:
-            keys.append(self._key(tenant, "idempotency", idempotency_key))
+        if reservation.idempotency_key is not None:
+            keys.append(self._key(tenant, "idempotency", reservation.idempotency_key))
         args: list[Arg] = [charge.token, charge.cost, VOID_SECONDS]
         return bool(await self._call(self._release(keys=keys, args=args)))
-
-    async def _undo_reservation(self, reservation: Reservation) -> bool:
-        return await self.undo_reservation(
-            reservation.tenant, reservation.charge, reservation.idempotency_key
-        )
 
     def submit_goes_on(self, charge: Charge) -> None:
         self._undo.keep_claim(charge.token)
@@ -531,20 +525,22 @@ class RedisStore(Store):
         drain retries a failed batch): a batch that failed here is looked for before it is
         appended again."""
         oldest = self._oldest_audit_id()
-        digest = hashlib.sha256(b"\n".join(body for _, body in events)).digest()
         streams: dict[str, list[Arg]] = {self._audit_global: []}
         for tenant, body in events:
             streams[self._audit_global].append(body)
             if tenant is not None:
                 streams.setdefault(self._key(tenant, "audit"), []).append(body)
-        look_from = self._unconfirmed_audit.get(digest, {})
+        # Digested only while some batch failed: the hot path (none did) pays nothing for it.
+        digest = _digest(events) if self._unconfirmed_audit else None
+        look_from = self._unconfirmed_audit.pop(digest, {}) if digest else {}
         try:
             last_ids = await self._call(self._append_streams(streams, oldest, look_from))
         except StoreError:
-            if not look_from and len(self._unconfirmed_audit) < MAX_UNCONFIRMED_AUDIT:
-                self._unconfirmed_audit[digest] = {s: self._resend_from(s, oldest) for s in streams}
+            if len(self._unconfirmed_audit) < MAX_UNCONFIRMED_AUDIT:
+                self._unconfirmed_audit[digest or _digest(events)] = look_from or {
+                    stream: self._resend_from(stream, oldest) for stream in streams
+                }
             raise
-        self._unconfirmed_audit.pop(digest, None)
         self._audit_marks.update((stream, id_) for stream, id_ in last_ids.items() if id_)
 
     def _resend_from(self, stream: str, oldest: str) -> str:
@@ -659,6 +655,11 @@ class RedisStore(Store):
             raise StoreError(
                 f"redis {type(exc).__name__}: {_without_credentials(str(exc))}"
             ) from None
+
+
+def _digest(events: Sequence[tuple[str | None, bytes]]) -> bytes:
+    """What tells a batch sent again from any other."""
+    return hashlib.sha256(b"\n".join(body for _, body in events)).digest()
 
 
 def _read_decision(

@@ -6,7 +6,6 @@ replica's local one.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -19,6 +18,7 @@ from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from tests.store.conftest import FakeClock
 from tests.store.test_quota_contract import charge
+from tests.store.test_redis_backend import until_undone
 from tests.support.redis_server import RedisServer, find_redis_server
 
 pytestmark = pytest.mark.redis
@@ -119,35 +119,19 @@ async def test_a_stalled_reservation_is_given_back_but_its_key_stays_claimed(
     client = aioredis.Redis.from_url(fragile_redis.url, socket_timeout=0.3)
     shared = RedisStore(client, clock=clock)
     failover = StoreFailover(shared, MemoryStore(clock=clock))
-    key = Idempotency("order-7", "fp", 120)
-    warm = charge(clock, "warm")  # loads the scripts: a stalled NOSCRIPT would not run
-    await shared.begin_submit("t", warm, LIMITS, hold_until=clock.now + 60)
-    await shared.release("t", warm)
+    await warm_scripts(shared, clock)
     cost = charge(clock, "stalled", cost=10)
-    fragile_redis.pause()
-    try:
-        start = await failover.begin_submit(
-            "t", cost, LIMITS, hold_until=clock.now + 60, idempotency=key
-        )
-    finally:
-        fragile_redis.resume()
+    start = await stalled_submit(failover, fragile_redis, cost, "order-7")
     assert start.decision is not None
     assert start.decision.allowed  # under the local store
-    for _ in range(200):
-        if shared.undo_pending == 0:
-            break
-        await asyncio.sleep(0.05)
+    await until_undone(shared)
     assert await day_used(shared, cost) == (0, 0)
-    retry = await shared.begin_submit(
-        "t", charge(clock, "retry"), LIMITS, hold_until=clock.now + 60, idempotency=key
-    )
-    assert retry.claim is not None
-    assert retry.claim.outcome == "pending"
+    assert await retry_outcome(shared, clock, "order-7") == "pending"
     await shared.aclose()
 
 
 async def stalled_submit(
-    shared: RedisStore, failover: StoreFailover, server: RedisServer, cost: Charge, key: str
+    failover: StoreFailover, server: RedisServer, cost: Charge, key: str
 ) -> SubmitStart:
     """A begin_submit through ``failover`` while Redis is stalled: it goes on locally, or not."""
     server.pause()
@@ -157,6 +141,16 @@ async def stalled_submit(
         )
     finally:
         server.resume()
+
+
+async def retry_outcome(shared: RedisStore, clock: FakeClock, key: str) -> str:
+    """What a client's retry with Idempotency-Key ``key`` finds in Redis."""
+    retry = await shared.begin_submit(
+        "t", charge(clock, "retry"), LIMITS, hold_until=clock.now + 60,
+        idempotency=Idempotency(key, "fp", 120),
+    )  # fmt: skip
+    assert retry.claim is not None
+    return retry.claim.outcome
 
 
 async def test_a_submit_the_local_store_refuses_leaves_its_key_free(
@@ -171,18 +165,11 @@ async def test_a_submit_the_local_store_refuses_leaves_its_key_free(
     await local.begin_submit(
         "t", charge(clock, "earlier", cost=95), LIMITS, hold_until=clock.now + 60
     )
-    start = await stalled_submit(
-        shared, failover, fragile_redis, charge(clock, "big", cost=10), "k"
-    )
+    start = await stalled_submit(failover, fragile_redis, charge(clock, "big", cost=10), "k")
     assert start.decision is not None
     assert not start.decision.allowed  # 95 + 10 > 100 locally; Redis, empty, took it late
     await until_undone(shared)
-    retry = await shared.begin_submit(
-        "t", charge(clock, "retry"), LIMITS, hold_until=clock.now + 60,
-        idempotency=Idempotency("k", "fp", 120),
-    )  # fmt: skip
-    assert retry.claim is not None
-    assert retry.claim.outcome == "new"
+    assert await retry_outcome(shared, clock, "k") == "new"
     await shared.aclose()
 
 
@@ -195,7 +182,7 @@ async def test_a_key_answered_during_an_outage_is_written_back_with_its_job(
     failover = StoreFailover(shared, MemoryStore(clock=clock))
     await warm_scripts(shared, clock)
     cost = charge(clock, "outage", cost=10)
-    start = await stalled_submit(shared, failover, fragile_redis, cost, "order-9")
+    start = await stalled_submit(failover, fragile_redis, cost, "order-9")
     assert start.decision is not None
     assert start.decision.allowed
     key = Idempotency("order-9", "fp", 86400, cost.token)
@@ -216,11 +203,3 @@ async def warm_scripts(shared: RedisStore, clock: FakeClock) -> None:
     warm = charge(clock, "warm")
     await shared.begin_submit("t", warm, LIMITS, hold_until=clock.now + 60)
     await shared.release("t", warm)
-
-
-async def until_undone(shared: RedisStore) -> None:
-    for _ in range(200):
-        if shared.undo_pending == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("an undo is still pending")

@@ -16,6 +16,7 @@ from redis.asyncio.connection import AbstractConnection
 from gateway.store import StoreError
 from gateway.store.base import Charge, Decision, Idempotency, Settlement, SubmitLimits
 from gateway.store.redis import RedisStore
+from gateway.store.undo import Reservation
 from tests.store.conftest import FakeClock
 from tests.support.redis_server import RedisServer, find_redis_server
 
@@ -418,7 +419,7 @@ async def test_an_undo_leaves_a_key_another_submit_holds(
     key = Idempotency("shared", "fp", 120)
     await store.begin_submit("a", stall_charge(clock, "holder"), SubmitLimits(), hold_until=70,
                              idempotency=key)  # fmt: skip
-    await store.undo_reservation("a", stall_charge(clock, "other"), key.key)
+    await store.undo_reservation(Reservation("a", stall_charge(clock, "other"), key.key))
     again = await store.begin_submit(
         "a", stall_charge(clock, "third"), SubmitLimits(), hold_until=70, idempotency=key
     )
@@ -472,7 +473,7 @@ async def test_a_reservation_that_reaches_redis_after_its_undo_reserves_nothing(
     store: RedisStore, own_server: RedisServer, clock: FakeClock
 ) -> None:
     charge = stall_charge(clock, "late")
-    assert await store.undo_reservation("a", charge) is False  # nothing reserved yet
+    assert await store.undo_reservation(Reservation("a", charge)) is False  # nothing reserved
     with pytest.raises(StoreError, match="given up"):
         await store.begin_submit("a", charge, SubmitLimits(), hold_until=clock.now + 60)
     await until_undone(store)
