@@ -337,6 +337,14 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _shown_id(value: object) -> str:
+    """Like ``_shown``, but says why an unquoted ``0123`` or ``yes`` is not the id it looks like."""
+    if isinstance(value, bool | int | float):
+        kind = "boolean" if isinstance(value, bool) else "number"
+        return f"{value!r}, which YAML read as a {kind}: put the id in quotes"
+    return _shown(value)
+
+
 class _Parser:
     """Collects every problem instead of stopping at the first."""
 
@@ -403,7 +411,7 @@ class _Parser:
             self.problem(where, f"id: {_LOOKS_LIKE_KEY}")
             tenant_id = ""
         elif not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
-            self.problem(where, f"id: must be {_TENANT_ID_RULE}, got {_shown(tenant_id)}")
+            self.problem(where, f"id: must be {_TENANT_ID_RULE}, got {_shown_id(tenant_id)}")
             tenant_id = ""
         else:
             where = f"{where} ({tenant_id})"
@@ -442,7 +450,7 @@ class _Parser:
             self.problem(at, f"id: {_LOOKS_LIKE_KEY}")
             return "", at
         if not isinstance(raw, str) or not _KEY_ID.fullmatch(raw):
-            self.problem(at, f"id: must be {_KEY_ID_RULE}, got {_shown(raw)}")
+            self.problem(at, f"id: must be {_KEY_ID_RULE}, got {_shown_id(raw)}")
             return "", at
         at = f"{at} ({raw})"
         if raw in self.ids:
@@ -490,10 +498,12 @@ class _Parser:
             return None
         try:
             moment = datetime.fromisoformat(raw.strip().upper().replace("Z", "+00:00"))
+            return moment.astimezone(UTC)
         except ValueError:
             self.problem(at, f"expires_at: not a valid date/time, got {_shown(raw)}")
-            return None
-        return moment.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is in the year 10000 in UTC
+            self.problem(at, f"expires_at: out of range once in UTC, got {_shown(raw)}")
+        return None
 
     def models(self, where: str, raw: Any) -> frozenset[str] | None:
         expected = 'a non-empty list of model ids, or ["*"] for every model'

@@ -158,7 +158,11 @@ K = f"{T}: keys[0] (k1)"
         ),
         (tenant(id="-web"), "tenants[0]: id: must be 1-63 characters"),
         (tenant(id="a" * 64), "tenants[0]: id: must be 1-63 characters"),
-        (tenant(id="404"), "tenants[0]: id: must be 1-63 characters"),  # YAML int, not a string
+        (
+            tenant(id="0123"),  # YAML 1.1 reads it as the octal number 83
+            "tenants[0]: id: must be 1-63 characters of [a-z0-9-], starting and ending with a"
+            " letter or digit, got 83, which YAML read as a number: put the id in quotes",
+        ),
         (
             tenant(colour="blue"),
             f"{T}: unknown field 'colour' (known: id, keys, models, limits, audit)",
@@ -175,6 +179,16 @@ K = f"{T}: keys[0] (k1)"
         (
             tenant(keys=key(id='"bad id"')),
             f"{T}: keys[0]: id: must be 1-128 characters of [A-Za-z0-9._-], got 'bad id'",
+        ),
+        (
+            tenant(keys=key(id="20261101")),
+            f"{T}: keys[0]: id: must be 1-128 characters of [A-Za-z0-9._-], got 20261101,"
+            " which YAML read as a number: put the id in quotes",
+        ),
+        (
+            tenant(keys=key(id="yes")),
+            f"{T}: keys[0]: id: must be 1-128 characters of [A-Za-z0-9._-], got True,"
+            " which YAML read as a boolean: put the id in quotes",
         ),
         (
             tenant(keys=key(note="x")),
@@ -230,6 +244,10 @@ K = f"{T}: keys[0] (k1)"
             f"{K}: expires_at: not a valid date/time, got '2027-02-30T00:00:00Z'",
         ),
         (tenant(keys=key(expires_at="1")), f"{K}: expires_at: must be {TIME_RULE}, got int"),
+        (
+            tenant(keys=key(expires_at='"9999-12-31T23:59:59-05:00"')),  # a "never" sentinel
+            f"{K}: expires_at: out of range once in UTC, got '9999-12-31T23:59:59-05:00'",
+        ),
         # models
         (tenant(models="DROP"), f"{T}: models: required, {MODELS_RULE}"),
         (tenant(models="[]"), f"{T}: models: required, {MODELS_RULE}"),
