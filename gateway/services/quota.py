@@ -219,11 +219,21 @@ class Quotas:
     async def usage_and_limits(self, tenant: Tenant) -> tuple[dict[str, Any], Decision | None]:
         """``usage`` and, from the same store read, what ``peek`` would say."""
         now = self._clock()
-        states, in_flight = await _unavailable_on_error(self._states(tenant))
-        by_name = {state.name: state for state in states}
+        charge = self.charge_for(DEFAULT_VIDEO_SECONDS)
+        states, in_flight = await _unavailable_on_error(self._states(tenant, charge))
+        # A period's end is exact; ``now + reset_after`` would fall short of it by however long
+        # the store took to read its own clock.
+        ends = {
+            VIDEO_SECONDS_PER_DAY: charge.day_ends_at,
+            VIDEO_SECONDS_PER_MONTH: charge.month_ends_at,
+        }
+        entries = {
+            state.name: _usage_entry(state, ends.get(state.name, now + state.reset_after))
+            for state in states
+        }
         body = {
             "tenant": tenant.id,
-            "limits": {name: _usage_entry(by_name.get(name), now) for name in LIMIT_ORDER},
+            "limits": {name: entries.get(name) for name in LIMIT_ORDER},
             "jobs_in_flight": in_flight,
         }
         return body, Decision(True, states) if states else None
@@ -246,12 +256,14 @@ class Quotas:
         for tenant_id, count in counts.items():
             metrics.JOBS_IN_FLIGHT.labels(tenant_id).set(count)
 
-    async def _states(self, tenant: Tenant) -> tuple[tuple[LimitState, ...], int]:
+    async def _states(
+        self, tenant: Tenant, charge: Charge | None = None
+    ) -> tuple[tuple[LimitState, ...], int]:
         return await self._store.usage(
             tenant.id,
             _submit_limits(tenant),
             tenant.limits.reads_per_minute,
-            self.charge_for(DEFAULT_VIDEO_SECONDS),
+            charge or self.charge_for(DEFAULT_VIDEO_SECONDS),
         )
 
 
@@ -265,17 +277,15 @@ async def _unavailable_on_error(operation: Awaitable[_T]) -> _T:
         ) from None
 
 
-def _usage_entry(state: LimitState | None, now: float) -> dict[str, Any] | None:
-    if state is None:
-        return None
+def _usage_entry(state: LimitState, resets_at: float) -> dict[str, Any]:
     resets = state.reset_after > 0
     return {
         "limit": state.limit,
-        "used": state.limit - state.remaining,
+        "used": state.limit - state.remaining if state.used is None else state.used,
         "remaining": state.remaining,
         "reset_after_seconds": math.ceil(state.reset_after) if resets else 0,
         "reset_at": (
-            datetime.fromtimestamp(now + state.reset_after, UTC).isoformat().replace("+00:00", "Z")
+            datetime.fromtimestamp(resets_at, UTC).isoformat().replace("+00:00", "Z")
             if resets
             else None
         ),

@@ -114,12 +114,15 @@ class LimitState:
         reset_after: for rates, seconds until at least one more unit is available (0 while
             some remain); for budgets, seconds until the period ends; for concurrency 0 (only
             a finishing job frees a slot, at a time nobody knows).
+        used: for budgets and concurrency, the count held against the limit, which exceeds
+            ``limit`` after the limit was lowered; ``None`` for rates (``limit - remaining``).
     """
 
     name: str
     limit: int
     remaining: int
     reset_after: float
+    used: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

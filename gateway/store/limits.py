@@ -113,7 +113,7 @@ def _stored_tat(us: int, rem: int) -> int:
 
 
 def budget_state(name: str, limit: int, used: int, now: float, ends_at: float) -> LimitState:
-    return LimitState(name, limit, max(0, limit - used), max(0.0, ends_at - now))
+    return LimitState(name, limit, max(0, limit - used), max(0.0, ends_at - now), used)
 
 
 def decide_submit(
@@ -147,7 +147,7 @@ def decide_submit(
             violated, retry_after = SUBMITS_PER_MINUTE, rate.retry_after_us / 1e6
     if limits.max_concurrent_jobs is not None:
         fits = slots_in_use < limits.max_concurrent_jobs
-        left = limits.max_concurrent_jobs - slots_in_use - (1 if fits else 0)
+        left = max(0, limits.max_concurrent_jobs - slots_in_use - (1 if fits else 0))
         states.append(LimitState(MAX_CONCURRENT_JOBS, limits.max_concurrent_jobs, left, 0.0))
         if not fits and violated is None:
             violated = MAX_CONCURRENT_JOBS
@@ -188,8 +188,10 @@ def usage_states(
             remaining, reset_us = rate_peek(tat, to_us(now), limit)
             states.append(LimitState(name, limit, remaining, reset_us / 1e6))
     if limits.max_concurrent_jobs is not None:
-        left = max(0, limits.max_concurrent_jobs - slots_in_use)
-        states.append(LimitState(MAX_CONCURRENT_JOBS, limits.max_concurrent_jobs, left, 0.0))
+        cap = limits.max_concurrent_jobs
+        states.append(
+            LimitState(MAX_CONCURRENT_JOBS, cap, max(0, cap - slots_in_use), 0.0, slots_in_use)
+        )
     for name, limit, used, ends_at in (
         (VIDEO_SECONDS_PER_DAY, limits.video_seconds_per_day, day_used, charge.day_ends_at),
         (VIDEO_SECONDS_PER_MONTH, limits.video_seconds_per_month, month_used, charge.month_ends_at),

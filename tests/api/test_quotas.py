@@ -32,6 +32,7 @@ LIMITS = {
     "poller": "",
     "gauge": "",
     "refused": "reads_per_minute: 2",
+    "periods": "video_seconds_per_day: 100, video_seconds_per_month: 1000",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -214,6 +215,13 @@ def test_a_weighted_model_costs_its_seconds_times_its_weight(
         assert idem.post("/requests", json=body()).status_code == 200  # Kling: no weight
         usage = idem.get(f"{replicas[0].url}/v1/usage").json()
     assert usage["limits"]["video_seconds_per_day"]["used"] == 4 * 2.5 + 5
+
+
+def test_budgets_reset_exactly_at_the_utc_period_boundary(replicas: list[ServerProcess]) -> None:
+    """Not a few microseconds before it: a UI would show the day before as the reset date."""
+    limits = usage(replicas[0], "periods")["limits"]
+    assert limits["video_seconds_per_day"]["reset_at"].endswith("T00:00:00Z")
+    assert limits["video_seconds_per_month"]["reset_at"].endswith("-01T00:00:00Z")
 
 
 def test_failed_job_is_refunded_exactly_once_whoever_sees_it(

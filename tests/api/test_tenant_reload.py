@@ -75,3 +75,31 @@ def test_bad_file_keeps_the_old_config_and_reload_says_why(
     ok = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
     assert ok.status_code == 200
     assert ok.json()["tenants"] == 3
+
+
+def test_usage_shows_jobs_held_before_a_limit_was_lowered(
+    reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
+) -> None:
+    """Lowering a limit does not hide what is already in use: ``used`` can exceed ``limit``."""
+    admin = {"Authorization": f"Bearer {keys.admin}"}
+    original = own_tenants.read_text()
+
+    def limit_studio(limits: str) -> None:
+        anchor = "  - id: rival"
+        own_tenants.write_text(original.replace(anchor, f"    limits: {{{limits}}}\n{anchor}", 1))
+        reloaded = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
+        assert reloaded.status_code == 200, reloaded.text
+
+    limit_studio("max_concurrent_jobs: 3, video_seconds_per_day: 100")
+    job = {"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "a kite [sim:stuck]"}}
+    with client_for(reloading_gateway, keys.studio) as studio:
+        for _ in range(2):
+            studio.post("/requests", json=job).raise_for_status()
+        limit_studio("max_concurrent_jobs: 1, video_seconds_per_day: 5")
+        limits = studio.get(reloading_gateway.url + "/v1/usage").json()["limits"]
+    assert (
+        limits["max_concurrent_jobs"] | {"limit": 1, "used": 2, "remaining": 0}
+        == limits["max_concurrent_jobs"]
+    )
+    day = limits["video_seconds_per_day"]
+    assert (day["limit"], day["used"], day["remaining"]) == (5, 10, 0)

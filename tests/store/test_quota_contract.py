@@ -288,6 +288,25 @@ async def test_usage_consumes_nothing(store: Store, clock: FakeClock) -> None:
     assert {s.name: s.remaining for s in states}["reads_per_minute"] == 9
 
 
+async def test_a_lowered_limit_shows_the_use_above_it_and_no_negative_room(
+    store: Store, clock: FakeClock
+) -> None:
+    """Jobs reserved under the old limits stay counted: use can exceed a limit lowered since."""
+    before = SubmitLimits(max_concurrent_jobs=3, video_seconds_per_day=30)
+    for token in ("a", "b", "c"):
+        await reserve(store, "t", charge(clock, token, 10), before, hold_until=clock.now + 600)
+    lowered = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=10)
+    states, in_flight = await store.usage("t", lowered, None, charge(clock, "x"))
+    assert in_flight == 3
+    assert {s.name: (s.used, s.remaining) for s in states} == {
+        "max_concurrent_jobs": (3, 0),
+        "video_seconds_per_day": (30, 0),
+    }
+    refused = await reserve(store, "t", charge(clock, "d", 10), lowered, hold_until=clock.now + 1)
+    assert not refused.allowed
+    assert [s.remaining for s in refused.limits] == [0, 0]
+
+
 async def test_reconcile_lists_unsettled_jobs_by_last_check(store: Store, clock: FakeClock) -> None:
     await charged_job(store, clock, "r1", SubmitLimits())
     clock.advance(1)
