@@ -218,6 +218,14 @@ class Jobs:
             ) from None
         metrics.JOBS_SUBMITTED.labels(tenant.id, model).inc()
         metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
+        status = job_status(response.body)
+        if status in TERMINAL_STATUSES:  # a sync model (spec §3): the job ended with the POST
+            try:
+                await self._quotas.settle(tenant.id, request_id, status, model=model)
+            except StoreError as exc:  # the reconciler settles it later
+                _log.warning(
+                    "job_bookkeeping_failed", upstream_request_id=request_id, error=str(exc)
+                )
         return Submitted(200, response.body, decision)
 
     async def get(

@@ -219,9 +219,21 @@ class _Simulator:
             return _error(400, f"invalid payload: {problem}")
         now = self.clock()
         prompt = payload.get("prompt")
+        sync = envelope.model in self.catalog.sync_models
         job = self.book.create(
-            envelope.model, envelope.payload, prompt if isinstance(prompt, str) else "", now
+            envelope.model,
+            envelope.payload,
+            prompt if isinstance(prompt, str) else "",
+            now,
+            sync=sync,
         )
+        if sync:  # spec §3: the whole record once done, or a 400 that names the job
+            record = self._record(job)
+            if record["status"] == "success":
+                return _json(200, record)
+            error = record["outcome"]["error"]
+            message = error["message"] if isinstance(error, dict) else error
+            return _json(400, {"error": message, "request_id": job.request_id})
         created = int(now)
         return _json(
             200,

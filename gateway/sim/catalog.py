@@ -19,11 +19,14 @@ __all__ = ("Catalog", "load_catalog")
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """Pre-encoded bodies (served as-is) and the parameter specs used to validate submits."""
+    """Pre-encoded bodies (served as-is), the parameter specs used to validate submits, and
+    the models whose detail says ``"delivery_mode": "sync"`` (spec §3: the POST blocks until
+    the job is done)."""
 
     ids_body: bytes
     detail_bodies: dict[str, bytes]
     parameters: dict[str, list[dict[str, Any]]]
+    sync_models: frozenset[str]
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
@@ -36,4 +39,5 @@ def load_catalog(path: Path | None = None) -> Catalog:
         ids_body=msgspec.json.encode({"model_ids": data["model_ids"]}),
         detail_bodies={m: msgspec.json.encode(d) for m, d in details.items()},
         parameters={m: d.get("parameters") or [] for m, d in details.items()},
+        sync_models=frozenset(m for m, d in details.items() if d.get("delivery_mode") == "sync"),
     )

@@ -33,6 +33,7 @@ LIMITS = {
     "gauge": "",
     "refused": "reads_per_minute: 2",
     "periods": "video_seconds_per_day: 100, video_seconds_per_month: 1000",
+    "sync": "max_concurrent_jobs: 1, video_seconds_per_day: 100",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -222,6 +223,22 @@ def test_budgets_reset_exactly_at_the_utc_period_boundary(replicas: list[ServerP
     limits = usage(replicas[0], "periods")["limits"]
     assert limits["video_seconds_per_day"]["reset_at"].endswith("T00:00:00Z")
     assert limits["video_seconds_per_month"]["reset_at"].endswith("-01T00:00:00Z")
+
+
+def test_a_sync_models_job_is_settled_by_its_submit(replicas: list[ServerProcess]) -> None:
+    """Spec §3: a sync model's POST answers the finished job, so its slot is free at once."""
+    sync = {"model": "seedream-5.0-lite", "payload": {"prompt": "a lighthouse"}}
+    failing = {"model": "seedream-5.0-lite", "payload": {"prompt": "a lighthouse [sim:fail]"}}
+    with client(replicas[0], "sync") as tenant:
+        for _ in range(2):
+            done = tenant.post("/requests", json=sync)
+            assert done.status_code == 200, done.text
+            assert done.json()["status"] == "success"
+        refused = tenant.post("/requests", json=failing)
+    assert refused.status_code == 400
+    after = usage(replicas[0], "sync")
+    assert after["jobs_in_flight"] == 0
+    assert after["limits"]["video_seconds_per_day"]["used"] == 10  # the failure cost nothing
 
 
 def test_failed_job_is_refunded_exactly_once_whoever_sees_it(

@@ -92,6 +92,28 @@ async def test_submit_answer_has_exactly_the_documented_fields(
     assert body["created_at"] == body["updated_at"] == body["queued_at"] == int(clock.now)
 
 
+async def test_a_sync_model_answers_the_submit_with_the_finished_record(
+    sim: httpx.AsyncClient,
+) -> None:
+    """Spec §3: the POST blocks until done; a failure is a 400 naming the job."""
+    model = "seedream-5.0-lite"
+    detail = (await sim.get(f"{P}/models/{model}")).json()
+    assert detail["delivery_mode"] == "sync"
+    done = await sim.post(f"{P}/requests", json={"model": model, "payload": {"prompt": "a fox"}})
+    assert done.status_code == 200
+    body = done.json()
+    assert set(body) == RECORD_KEYS
+    assert body["status"] == "success"
+    assert body["outcome"]["media_urls"]
+    assert await record(sim, body["request_id"]) == body
+    failed = await sim.post(
+        f"{P}/requests", json={"model": model, "payload": {"prompt": "a fox [sim:fail]"}}
+    )
+    assert failed.status_code == 400
+    assert set(failed.json()) == {"error", "request_id"}
+    assert (await record(sim, failed.json()["request_id"]))["status"] == "failed"
+
+
 @pytest.mark.parametrize(
     "payload",
     [
