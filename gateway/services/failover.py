@@ -120,12 +120,14 @@ class StoreFailover(Store):
                 raise  # not provably this tenant's, nor provably not: never guess
             return job
 
-    async def update_job_record(self, tenant: str, request_id: str, record: bytes) -> bool:
+    async def update_job_record(
+        self, tenant: str, request_id: str, record: bytes, *, final: bool = False
+    ) -> bool:
         try:
-            return await self._shared.update_job_record(tenant, request_id, record)
+            return await self._shared.update_job_record(tenant, request_id, record, final=final)
         except StoreError as exc:
             return await self._fallback("update_job_record", exc).update_job_record(
-                tenant, request_id, record
+                tenant, request_id, record, final=final
             )
 
     async def list_jobs(

@@ -347,7 +347,12 @@ class Jobs:
             else:
                 await self._store.mark_checked(job.tenant, job.request_id)
             if response.body != job.record:
-                await self._store.update_job_record(job.tenant, job.request_id, response.body)
+                await self._store.update_job_record(
+                    job.tenant,
+                    job.request_id,
+                    response.body,
+                    final=status in TERMINAL_STATUSES,
+                )
         except StoreError as exc:  # the answer is still right; the reconciler settles later
             _log.warning(
                 "job_bookkeeping_failed", upstream_request_id=job.request_id, error=str(exc)

@@ -242,9 +242,12 @@ class Store(abc.ABC):
         """Return the job if ``tenant`` owns ``request_id``, else ``None`` (unknown or foreign)."""
 
     @abc.abstractmethod
-    async def update_job_record(self, tenant: str, request_id: str, record: bytes) -> bool:
-        """Replace the stored record of an owned job; return ``False`` (and write nothing) if
-        ``tenant`` does not own ``request_id``."""
+    async def update_job_record(
+        self, tenant: str, request_id: str, record: bytes, *, final: bool = False
+    ) -> bool:
+        """Replace the stored record of an owned job, unless a ``final`` one (the job ended)
+        was stored before: an older answer that arrives late must not turn it back. Return
+        ``False`` (and write nothing) if ``tenant`` does not own ``request_id``."""
 
     @abc.abstractmethod
     async def list_jobs(

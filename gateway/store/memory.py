@@ -115,6 +115,7 @@ class MemoryStore(Store):
         self._slots: dict[str, dict[str, float]] = {}
         self._budgets: _Expiring[tuple[str, str], int] = _Expiring()
         self._to_check: dict[tuple[str, str], float] = {}
+        self._final: set[tuple[str, str]] = set()  # jobs whose stored record is their last
         self._claims: _Expiring[tuple[str, str], _Claim] = _Expiring()
         self._leases: dict[str, tuple[str, float]] = {}
         self._refresh_claims: _Expiring[tuple[str, str], bool] = _Expiring()
@@ -172,11 +173,16 @@ class MemoryStore(Store):
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
         return self._live(self._jobs.get(tenant, {}).get(request_id))
 
-    async def update_job_record(self, tenant: str, request_id: str, record: bytes) -> bool:
+    async def update_job_record(
+        self, tenant: str, request_id: str, record: bytes, *, final: bool = False
+    ) -> bool:
         job = await self.get_job(tenant, request_id)
         if job is None:
             return False
-        self._jobs[tenant][request_id] = replace(job, record=record)
+        if (tenant, request_id) not in self._final:
+            self._jobs[tenant][request_id] = replace(job, record=record)
+            if final:
+                self._final.add((tenant, request_id))
         return True
 
     async def list_jobs(
@@ -447,6 +453,7 @@ class MemoryStore(Store):
             del jobs[request_id]
             self._charges.pop((tenant, request_id), None)
             self._to_check.pop((tenant, request_id), None)
+            self._final.discard((tenant, request_id))
         return jobs
 
     def _live_slots(self, tenant: str, now: float) -> dict[str, float]:

@@ -187,9 +187,11 @@ class RedisStore(Store):
         )
         return self._job(tenant, request_id, fields)
 
-    async def update_job_record(self, tenant: str, request_id: str, record: bytes) -> bool:
+    async def update_job_record(
+        self, tenant: str, request_id: str, record: bytes, *, final: bool = False
+    ) -> bool:
         keys = [self._key(tenant, "job", request_id)]
-        args: list[Arg] = [record, self._clock(), self._retention]
+        args: list[Arg] = [record, self._clock(), self._retention, 1 if final else 0]
         return bool(await self._call(self._update_job(keys=keys, args=args)))
 
     async def list_jobs(

@@ -97,6 +97,17 @@ async def test_add_answers_what_get_returns(store: Store) -> None:
     assert (await store.list_jobs("a")).jobs == [added]
 
 
+async def test_a_final_record_is_never_replaced(store: Store) -> None:
+    """DESIGN §5: a job's last record is immutable; a slower, older answer arrives too late."""
+    await store.add_job("a", "r1", M1, b"queued")
+    assert await store.update_job_record("a", "r1", b"processing")
+    assert await store.update_job_record("a", "r1", b"success", final=True)
+    assert await store.update_job_record("a", "r1", b"processing (late)") is True  # owned
+    job = await store.get_job("a", "r1")
+    assert job is not None
+    assert job.record == b"success"
+
+
 async def test_update_replaces_only_owned_records(store: Store) -> None:
     await store.add_job("a", "r1", M1, b"old")
     assert await store.update_job_record("a", "r1", b"new") is True
