@@ -18,6 +18,7 @@ it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the cl
     ├── IdempotencyMismatch           422 idempotency_key_reused
     ├── InvalidTenantsFile            422 invalid_tenants_file
     ├── QuotaExceeded                 429 rate_limited | concurrency_exceeded | budget_exhausted
+    │   └── JobExceedsBudget          422 job_exceeds_budget
     ├── UpstreamRelayedError          (upstream's status) upstream_error
     └── Unavailable                   503 unavailable
         ├── UpstreamUnavailable       503 upstream_unavailable
@@ -42,6 +43,7 @@ __all__ = (
     "InvalidJSON",
     "InvalidPayload",
     "InvalidTenantsFile",
+    "JobExceedsBudget",
     "NotFound",
     "PayloadTooLarge",
     "QuotaExceeded",
@@ -138,6 +140,16 @@ class QuotaExceeded(GatewayError):
     def __init__(self, message: str, *, code: str, headers: Mapping[str, str]) -> None:
         super().__init__(message, headers=headers)
         self.code = code
+
+
+class JobExceedsBudget(QuotaExceeded):
+    """The job alone costs more than a whole budget period: no wait makes it fit, so no
+    Retry-After (a 429 that never clears would be retried for ever)."""
+
+    status = 422
+
+    def __init__(self, message: str, *, headers: Mapping[str, str]) -> None:
+        super().__init__(message, code="job_exceeds_budget", headers=headers)
 
 
 class InvalidTenantsFile(GatewayError):

@@ -141,7 +141,16 @@ class _SubmitOperation(Operation):
 
 @post(
     "/requests",
-    responses={200: documented(SubmitRecord), **_ERRORS},
+    responses={
+        200: documented(SubmitRecord),
+        **_ERRORS,
+        409: documented(ErrorBody, "idempotency_conflict: this Idempotency-Key is in flight"),
+        422: documented(
+            ErrorBody,
+            "idempotency_key_reused (another body), or job_exceeds_budget (the job alone costs"
+            " more than a whole budget period: no Retry-After)",
+        ),
+    },
     status_code=200,
     operation_class=_SubmitOperation,
 )

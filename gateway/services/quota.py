@@ -19,7 +19,7 @@ import structlog
 
 from gateway import metrics
 from gateway.audit import AuditEvent, AuditLog
-from gateway.errors import QuotaExceeded, StoreUnavailable
+from gateway.errors import JobExceedsBudget, QuotaExceeded, StoreUnavailable
 from gateway.services.payload import DEFAULT_VIDEO_SECONDS
 from gateway.services.tenants import Limits, Tenant
 from gateway.store import Store, StoreError
@@ -136,7 +136,7 @@ class Quotas:
             )
         )
         if start.decision is not None and not start.decision.allowed:
-            raise _rejection(tenant.id, start.decision)
+            raise _rejection(tenant.id, start.decision, cost=charge.cost)
         return start
 
     async def take_read(self, tenant: Tenant) -> Decision | None:
@@ -292,7 +292,17 @@ def _usage_entry(state: LimitState, resets_at: float) -> dict[str, Any]:
     }
 
 
-def _rejection(tenant_id: str, decision: Decision) -> QuotaExceeded:
+def _rejection(tenant_id: str, decision: Decision, *, cost: int = 0) -> QuotaExceeded:
+    budgets = (VIDEO_SECONDS_PER_DAY, VIDEO_SECONDS_PER_MONTH)
+    too_big = next((s for s in decision.limits if s.name in budgets and cost > s.limit), None)
+    if too_big is not None:  # whatever else refused it, waiting would not help
+        metrics.QUOTA_REJECTIONS.labels(tenant_id, too_big.name).inc()
+        return JobExceedsBudget(
+            f"this job costs {cost} video-seconds (its duration times the model's weight), more"
+            f" than the whole {too_big.name} budget of {too_big.limit}: make it shorter, or ask"
+            " for a larger budget",
+            headers=ratelimit_headers(decision, focus=too_big.name),
+        )
     name = decision.violated or SUBMITS_PER_MINUTE
     metrics.QUOTA_REJECTIONS.labels(tenant_id, name).inc()
     state = next((s for s in decision.limits if s.name == name), None)

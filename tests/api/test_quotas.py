@@ -34,6 +34,7 @@ LIMITS = {
     "refused": "reads_per_minute: 2",
     "periods": "video_seconds_per_day: 100, video_seconds_per_month: 1000",
     "sync": "max_concurrent_jobs: 1, video_seconds_per_day: 100",
+    "small": "video_seconds_per_day: 10",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -239,6 +240,21 @@ def test_a_sync_models_job_is_settled_by_its_submit(replicas: list[ServerProcess
     after = usage(replicas[0], "sync")
     assert after["jobs_in_flight"] == 0
     assert after["limits"]["video_seconds_per_day"]["used"] == 10  # the failure cost nothing
+
+
+def test_a_job_costing_more_than_a_whole_budget_is_refused_for_good(
+    replicas: list[ServerProcess],
+) -> None:
+    """Not a 429 whose Retry-After a client would honour for ever: the job can never fit."""
+    veo = {"model": "Veo3", "payload": {"prompt": "a heron", "durationSeconds": "8"}}  # 8 s x 2.5
+    with client(replicas[0], "small") as tenant:
+        refused = tenant.post("/requests", json=veo)
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "job_exceeds_budget"
+    assert "costs 20 video-seconds" in refused.json()["error"]
+    assert "retry-after" not in refused.headers
+    assert refused.headers["ratelimit"].startswith('"video_seconds_per_day";r=')
+    assert usage(replicas[0], "small")["limits"]["video_seconds_per_day"]["used"] == 0
 
 
 def test_failed_job_is_refunded_exactly_once_whoever_sees_it(
