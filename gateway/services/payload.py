@@ -154,8 +154,10 @@ def video_seconds(payload: dict[str, Any], parameters: tuple[ParameterSpec, ...]
 
 def _check(spec: ParameterSpec, value: Any) -> str | None:
     kind = spec.type.lower()
-    if spec.options is not None or kind == "enum":
-        return _check_enum(spec.options or [], value)
+    if spec.options:
+        return _check_enum(spec.options, value)
+    if kind == "enum":  # no options listed: nothing to check against, the upstream decides
+        return None
     if kind in _STRING_TYPES:
         if not isinstance(value, str):
             return f"must be a string, got {_json_type(value)}"

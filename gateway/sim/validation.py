@@ -43,9 +43,9 @@ def payload_problem(
 
 def _value_problem(spec: dict[str, Any], value: Any) -> str | None:
     kind = spec.get("type", "string")
-    if "options" in spec:
-        options = spec["options"]
-        if value in options and not isinstance(value, bool | int | float):
+    options = spec.get("options")
+    if options:
+        if any(value == o and type(value) is type(o) for o in options):
             return None
         if isinstance(value, int) and not isinstance(value, bool) and str(value) in options:
             return None

@@ -31,6 +31,9 @@ CATALOG = {
                 # Unreadable (max_length is no number): unchecked, but still the duration.
                 {"name": "duration", "type": "enum", "options": ["5", "10"],
                  "default_value": "5", "max_length": "n/a"},
+                {"name": "style", "type": "enum"},  # no options: nothing to check against
+                {"name": "mood", "type": "enum", "options": None},
+                {"name": "fps", "type": "enum", "options": [24, 30]},  # numeric options
             ],
         },
         OPEN: {"model": OPEN, "parameters": None},
@@ -133,3 +136,13 @@ def test_an_unreadable_spec_is_left_to_the_upstream_and_costs_nothing(
 
 def test_a_model_without_parameters_takes_any_payload(api: httpx.Client) -> None:
     assert submit(api, {"anything": 1}, model=OPEN).status_code == 200
+
+
+def test_an_enum_without_options_takes_any_value_and_numeric_options_their_own(
+    api: httpx.Client,
+) -> None:
+    accepted = submit(api, {"prompt": "ok", "style": "anime", "mood": "calm", "fps": 24})
+    assert accepted.status_code == 200, accepted.text
+    refused = submit(api, {"prompt": "ok", "fps": 25})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid payload: fps must be one of [24, 30], got 25"
