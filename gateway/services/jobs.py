@@ -48,6 +48,7 @@ __all__ = ("TERMINAL_STATUSES", "Jobs", "Submitted", "job_status")
 
 TERMINAL_STATUSES = frozenset({"success", "failed", "cancelled"})
 LIST_REFRESH_CONCURRENCY = 8
+LIST_REFRESH_WAIT_SECONDS = 2.0  # then a list shows the stored records of jobs not yet read
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_PENDING_TTL = 120.0
 MAX_IDEMPOTENCY_KEY = 255
@@ -261,24 +262,31 @@ class Jobs:
         return await self._coalesced(job, claimed=claimed)
 
     async def _coalesced(self, job: StoredJob, *, claimed: bool) -> bytes:
-        """The record to serve: a terminal one as stored, else this replica's refresh in
-        flight, else a new refresh if ``claimed``, else the stored one (another caller, maybe
-        on another replica, refreshed it less than ``status_ttl`` ago)."""
+        """The record to serve: a terminal one as stored; unless ``claimed``, the stored one
+        (another caller, maybe on another replica, is refreshing it or did less than
+        ``status_ttl`` ago: a slow upstream must not hold up every poll behind that refresh);
+        else this replica's refresh in flight, else a new refresh."""
         tenant, request_id = job.tenant, job.request_id
         if job_status(job.record) in TERMINAL_STATUSES:
             metrics.CACHE_LOOKUPS.labels("status", "hit").inc()
             return job.record
-        pending = self._inflight.get((tenant, request_id))
-        if pending is not None:
-            metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
-            return await asyncio.shield(pending)
         if not claimed:
             metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
             return job.record
+        pending = self._inflight.get((tenant, request_id))
+        if pending is not None:  # claimed again while an earlier refresh is still running
+            metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
+            return await asyncio.shield(pending)
         metrics.CACHE_LOOKUPS.labels("status", "miss").inc()
         future = asyncio.ensure_future(self.refresh(job))
         self._inflight[tenant, request_id] = future
-        future.add_done_callback(lambda _: self._inflight.pop((tenant, request_id), None))
+
+        def done(_: asyncio.Future[bytes]) -> None:
+            self._inflight.pop((tenant, request_id), None)
+            if not future.cancelled():
+                future.exception()  # seen, though every caller may have stopped waiting for it
+
+        future.add_done_callback(done)
         return await asyncio.shield(future)
 
     async def list(
@@ -293,18 +301,26 @@ class Jobs:
         )
         page = replace(page, jobs=page.jobs[:limit])
         gate = asyncio.Semaphore(LIST_REFRESH_CONCURRENCY)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LIST_REFRESH_WAIT_SECONDS
 
         async def fresh(job: StoredJob) -> bytes:
             if job_status(job.record) in TERMINAL_STATUSES:
                 return job.record
             async with gate:
+                if loop.time() >= deadline:
+                    return job.record
                 try:
                     claimed = (job.tenant, job.request_id) not in self._inflight and (
                         await self._store.claim_refresh(
                             job.tenant, job.request_id, ttl=self._status_ttl
                         )
                     )
-                    return await self._coalesced(job, claimed=claimed)
+                    return await asyncio.wait_for(
+                        self._coalesced(job, claimed=claimed), deadline - loop.time()
+                    )
+                except TimeoutError:  # a slow upstream: the refresh goes on and stores it
+                    _log.warning("list_refresh_slow", upstream_request_id=job.request_id)
                 except GatewayError as exc:
                     _log.warning(
                         "list_refresh_failed", upstream_request_id=job.request_id, error=exc.message

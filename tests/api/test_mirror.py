@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -285,3 +286,40 @@ def test_a_job_has_the_status_record_shape_before_its_first_refresh(
     assert list(record) == order.split()
     raw = studio.get("/requests").content
     assert b'"payload":' + payload + b',"outcome":null' in raw
+
+
+def test_a_slow_upstream_holds_up_only_the_poll_that_refreshes(
+    gateway: ServerProcess, keys: Keys, sim_control: SimControl
+) -> None:
+    """DESIGN §5: a poll within another's refresh gets the stored record, not a wait on the
+    upstream (a hung upstream held every poll of the job on the replica for 3 read timeouts);
+    a list waits for its own refreshes at most 2 s."""
+    headers = {"Authorization": f"Bearer {keys.studio}"}
+    base = gateway.url + MIRROR
+
+    async def scenario() -> tuple[float, bool, float]:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+            submitted = await http.post(
+                "/requests", json={"model": MODEL, "payload": {"prompt": "slow [sim:stuck]"}}
+            )
+            request_id = submitted.json()["request_id"]
+            sim_control.fault("GET /requests/{request_id}", latency_ms=4000)
+            refreshing = asyncio.create_task(http.get(f"/requests/{request_id}"))
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            behind = await http.get(f"/requests/{request_id}")
+            assert behind.status_code == 200
+            assert behind.json()["status"] == "queued"
+            behind_took = time.monotonic() - started
+            refresh_still_running = not refreshing.done()
+            assert (await refreshing).status_code == 200
+            await asyncio.sleep(1.1)  # past the status TTL: the list claims the next refresh
+            started = time.monotonic()
+            listed = await http.get("/requests", params={"limit": 1})
+            assert listed.json()["requests"][0]["request_id"] == request_id
+            return behind_took, refresh_still_running, time.monotonic() - started
+
+    behind_took, refresh_still_running, list_took = asyncio.run(scenario())
+    assert refresh_still_running
+    assert behind_took < 2.0  # the upstream takes 4 s
+    assert list_took < 3.5
