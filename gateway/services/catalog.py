@@ -12,6 +12,7 @@ ids the model list contains, so clients cannot grow the cache with made-up ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ import msgspec
 import structlog
 
 from gateway import metrics
-from gateway.errors import GatewayError, UnknownModel, UpstreamRelayedError
+from gateway.errors import GatewayError, StoreUnavailable, UnknownModel, UpstreamRelayedError
 from gateway.services.payload import ParameterSpec
 from gateway.services.relay import relayed_error, unavailable
 from gateway.store import Store, StoreError
@@ -119,12 +120,20 @@ class Catalog:
         return found
 
     async def invalidate(self) -> None:
-        """Forget every copy, here and shared; other replicas follow within a second."""
+        """Forget every copy, here and shared; other replicas follow within a second.
+
+        Raises:
+            StoreUnavailable: only this replica's copies could be dropped.
+        """
         self._local.clear()
         try:
             self._generation = await self._store.cache_invalidate()
         except StoreError as exc:
             _log.warning("cache_invalidate_failed", error=str(exc))
+            raise StoreUnavailable(
+                "the model cache was dropped on this replica only: the shared store is "
+                "unavailable, so other replicas keep their copies until the TTL runs out; retry"
+            ) from None
 
     async def _get(
         self, key: str, fetch: Callable[[], Awaitable[bytes]], parse: Callable[[bytes], Any]
@@ -157,7 +166,13 @@ class Catalog:
         shared = await self._shared(key)
         if shared is not None and self._fresh(shared[1]):
             return Cached(self._adopt(key, parse(shared[0]), shared[1]), "HIT")
-        if not await self._lease(key):
+        if stale is None and shared is not None:  # a new replica: the shared copy, even stale
+            self._adopt(key, parse(shared[0]), shared[1])
+            stale = self._local[key]
+        leased = await self._lease(key)
+        if not leased:
+            if stale is not None:  # another replica is refreshing it: serve stale meanwhile
+                return Cached(stale.value, "STALE")
             waited = await self._wait_for_other_replica(key, parse)
             if waited is not None:
                 return waited
@@ -165,13 +180,13 @@ class Catalog:
             raw = await fetch()
             value = parse(raw)  # refuse to cache what cannot be read
         except GatewayError as exc:
-            fallback = stale.value if stale is not None else None
-            if fallback is None and shared is not None:
-                fallback = parse(shared[0])
-            if fallback is None or not (exc.status == 429 or exc.status >= 500):
+            if stale is None or not (exc.status == 429 or exc.status >= 500):
                 raise
             _log.warning("catalog_upstream_failed", cache_key=key, error=exc.message)
-            return Cached(fallback, "STALE")
+            return Cached(stale.value, "STALE")
+        finally:
+            if leased:
+                await self._unlease(key)
         self._adopt(key, value, self._clock())
         try:
             await self._store.cache_put(key, raw)
@@ -210,6 +225,12 @@ class Catalog:
             return await self._store.acquire_lease(f"catalog:{key}", self._holder, ttl=10.0)
         except StoreError:
             return True  # no store to coordinate through: refresh ourselves
+
+    async def _unlease(self, key: str) -> None:
+        """Free the lease once the refresh is over, so another replica that needs one (after an
+        invalidation, or a failed refresh here) need not wait for it to expire."""
+        with contextlib.suppress(StoreError):  # it expires on its own
+            await self._store.release_lease(f"catalog:{key}", self._holder)
 
     async def _follow_generation(self) -> None:
         """Drop local copies after an invalidation on any replica (checked once a second)."""

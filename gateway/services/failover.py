@@ -244,6 +244,9 @@ class StoreFailover(Store):
     async def acquire_lease(self, name: str, holder: str, *, ttl: float) -> bool:
         return await self._shared.acquire_lease(name, holder, ttl=ttl)
 
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._shared.release_lease(name, holder)
+
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
         await self._shared.append_audit(events)
 

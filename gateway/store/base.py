@@ -363,6 +363,11 @@ class Store(abc.ABC):
         while another holder's lease is unexpired."""
 
     @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up ``holder``'s lease ``name`` before it expires, so another can take it at
+        once; nothing if another holder has it by now."""
+
+    @abc.abstractmethod
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
         """Append encoded audit events, each to the global trail and to its tenant's trail
         (``None``: global only). Trails are bounded: at most ``audit_max_events`` entries each,

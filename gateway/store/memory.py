@@ -382,6 +382,11 @@ class MemoryStore(Store):
         self._leases[name] = (holder, now + ttl)
         return True
 
+    async def release_lease(self, name: str, holder: str) -> None:
+        current = self._leases.get(name)
+        if current is not None and current[0] == holder:
+            del self._leases[name]
+
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
         now = self._clock()
         for tenant, body in events:

@@ -83,6 +83,7 @@ class RedisStore(Store):
         self._release = _script(client, "release")
         self._settle = _script(client, "settle")
         self._lease = _script(client, "lease")
+        self._lease_release = _script(client, "lease_release")
         self._claim = _script(client, "claim")
         self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
@@ -510,6 +511,10 @@ class RedisStore(Store):
         keys = [store_key(self._prefix, None, "lease", name)]
         args: list[Arg] = [holder, self._clock(), ttl]
         return bool(await self._call(self._lease(keys=keys, args=args)))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        keys = [store_key(self._prefix, None, "lease", name)]
+        await self._call(self._lease_release(keys=keys, args=[holder]))
 
     def _charge_keys(self, tenant: str, day: str, month: str) -> list[str]:
         return [

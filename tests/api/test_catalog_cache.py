@@ -112,6 +112,39 @@ def test_admin_invalidation_reaches_every_replica(
         invalidated = httpx.post(servers[0].url + "/admin/cache/invalidate", headers=admin)
         assert invalidated.json() == {"invalidated": True}
         time.sleep(1.2)  # replicas check the cache generation once a second; TTL is 3 s
-        assert one.get("/models").headers["x-cache"] == "MISS"
-        assert two.get("/models").status_code == 200
+        started = time.monotonic()  # the replica that refreshed last must not hold it up
+        assert two.get("/models").headers["x-cache"] == "MISS"
+        assert time.monotonic() - started < 2.0  # it waited out a 5 s lease wait before
+        assert one.get("/models").status_code == 200
         assert 1 <= sim_control.calls()["GET /models"] - before <= 2
+
+
+def test_a_new_replica_serves_the_shared_copy_at_once_during_an_outage(
+    pair: tuple[list[ServerProcess], RedisServer], sim_control: SimControl, keys: Keys
+) -> None:
+    """DESIGN §5: stale rather than failing, and fast: a replica without a copy of its own
+    adopts the shared one instead of waiting on another replica's refresh every time."""
+    servers, _ = pair
+    with client_for(servers[0], keys.studio) as warm, client_for(servers[1], keys.studio) as cold:
+        fresh = warm.get("/models")
+        sim_control.fault("GET /models", status=503, rate=1.0)
+        time.sleep(TTL + 0.1)
+        assert warm.get("/models").headers["x-cache"] == "STALE"  # its refresh failed
+        for _ in range(3):
+            started = time.monotonic()
+            stale = cold.get("/models")
+            assert (stale.status_code, stale.headers["x-cache"]) == (200, "STALE")
+            assert stale.content == fresh.content
+            assert time.monotonic() - started < 2.0  # each waited 5 s for a lease before
+
+
+def test_an_invalidation_that_reached_only_one_replica_says_so(
+    pair: tuple[list[ServerProcess], RedisServer], keys: Keys
+) -> None:
+    servers, redis = pair
+    redis.stop()
+    admin = {"Authorization": f"Bearer {keys.admin}"}
+    answer = httpx.post(servers[0].url + "/admin/cache/invalidate", headers=admin)
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "store_unavailable"
+    assert "this replica only" in answer.json()["error"]

@@ -497,6 +497,18 @@ async def test_leases(store: Store, clock: FakeClock) -> None:
     assert not await store.acquire_lease("reconciler", "a", ttl=10)
 
 
+async def test_a_released_lease_is_free_at_once_but_only_its_holder_releases_it(
+    store: Store,
+) -> None:
+    assert await store.acquire_lease("catalog", "a", ttl=10)
+    await store.release_lease("catalog", "b")  # not b's to give up
+    assert not await store.acquire_lease("catalog", "b", ttl=10)
+    await store.release_lease("catalog", "a")
+    assert await store.acquire_lease("catalog", "b", ttl=10)
+    await store.release_lease("catalog", "a")  # b holds it now
+    assert not await store.acquire_lease("catalog", "a", ttl=10)
+
+
 async def test_poll_spends_a_read_proves_ownership_and_claims_once(
     store: Store, clock: FakeClock
 ) -> None:
