@@ -8,6 +8,7 @@ its failure opens it again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from gateway import metrics
@@ -57,4 +58,17 @@ class CircuitBreaker:
             self._failures += 1
             if self._opened_at is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
+                self._publish_when_cooled_down()
+        self._publish()
+
+    def _publish(self) -> None:
         metrics.UPSTREAM_CIRCUIT_STATE.set(_STATE_VALUES[self.state])
+
+    def _publish_when_cooled_down(self) -> None:
+        """Show half-open once the cooldown ends, call or no call: an alert on "open" must
+        clear when nothing is being refused any more, however quiet the traffic."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): the next call publishes
+            return
+        loop.call_later(self._cooldown + 0.01, self._publish)  # loop timers may fire 1 ms early

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -60,5 +61,25 @@ def test_one_tenants_rejected_submits_do_not_open_the_circuit_for_all(
             assert accepted.status_code == 200, accepted.text
         metrics = httpx.get(gateway.url + "/metrics").text
         assert "gmigw_upstream_circuit_state 0.0" in metrics
+    finally:
+        gateway.stop()
+
+
+def test_the_circuit_gauge_leaves_open_when_the_cooldown_ends_without_traffic(
+    sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """README alerts on gmigw_upstream_circuit_state == 2: it must clear with no further call."""
+    env = {"GATEWAY_CIRCUIT_THRESHOLD": "2", "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "1"}
+    gateway = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+        name="circuit-gauge", extra_env=env,
+    )  # fmt: skip
+    try:
+        sim_control.fault("GET /models", status=503, rate=1.0)
+        with client_for(gateway, keys.studio) as studio:
+            assert studio.get("/models").status_code == 503
+        assert "gmigw_upstream_circuit_state 2.0" in httpx.get(gateway.url + "/metrics").text
+        time.sleep(1.5)
+        assert "gmigw_upstream_circuit_state 1.0" in httpx.get(gateway.url + "/metrics").text
     finally:
         gateway.stop()
