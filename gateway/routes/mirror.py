@@ -170,11 +170,12 @@ async def submit_request(request: AnyRequest) -> Reply:
 async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Reply:
     """One of this tenant's jobs (404 for any id it does not own)."""
     principal = tenant_principal(request)
-    body, read = await services(request).jobs.get(principal, request_id)
-    note_ratelimit(request, read)
-    if body is None:
+    jobs = services(request).jobs
+    poll = await jobs.poll(principal, request_id)
+    note_ratelimit(request, poll.read)
+    if poll.job is None:
         raise NotFound("request not found")
-    return Reply(body)
+    return Reply(await jobs.current(poll.job, claimed=poll.claimed))
 
 
 @get("/requests", responses={200: documented(RequestList), **_ERRORS})

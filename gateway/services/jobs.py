@@ -41,7 +41,7 @@ from gateway.services.quota import Quotas
 from gateway.services.relay import relayed_error, unavailable
 from gateway.services.tenants import Principal
 from gateway.store import Store, StoredJob, StoreError
-from gateway.store.base import Charge, Decision, Idempotency, IdempotencyState
+from gateway.store.base import Charge, Decision, Idempotency, IdempotencyState, Poll
 from gateway.upstream import UpstreamAmbiguous, UpstreamClient, UpstreamError, UpstreamResponse
 
 __all__ = ("TERMINAL_STATUSES", "Jobs", "Submitted", "job_status")
@@ -229,18 +229,11 @@ class Jobs:
                 )
         return Submitted(200, response.body, decision)
 
-    async def get(
-        self, principal: Principal, request_id: str
-    ) -> tuple[bytes | None, Decision | None]:
-        """The job's current upstream record (``None`` unless the tenant owns it) and the read
-        it cost, so even a 404 carries the RateLimit headers.
-
-        One store round trip spends the read, proves ownership and claims the refresh. Status
-        polls are coalesced: a terminal record never changes, so once stored it is served
-        without an upstream call; otherwise at most one upstream call per ``status_ttl`` is made
-        for a job across all replicas (the refresh claim), concurrent polls on this replica
-        share it, and polls that lose the claim get the stored record.
-        """
+    async def poll(self, principal: Principal, request_id: str) -> Poll:
+        """A status poll's first step, in one store round trip: spend the read (429 when it is
+        refused), prove ownership (``job`` is ``None`` unless the tenant owns the id) and claim
+        the refresh. Its read is known before ``current`` asks the upstream, so every answer
+        carries the RateLimit headers, a 404 or an upstream error included."""
         tenant = principal.tenant.id
         poll = await self._call_store(
             self._store.poll_job(
@@ -251,11 +244,13 @@ class Jobs:
             )
         )
         self._quotas.enforce(tenant, poll.read)
-        if poll.job is None:
-            return None, poll.read
-        return await self._current(poll.job, claimed=poll.claimed), poll.read
+        return poll
 
-    async def _current(self, job: StoredJob, *, claimed: bool) -> bytes:
+    async def current(self, job: StoredJob, *, claimed: bool) -> bytes:
+        """The record of a polled job. Polls are coalesced: a terminal record never changes,
+        so once stored it is served without an upstream call; otherwise at most one upstream
+        call per ``status_ttl`` is made for a job across all replicas (the refresh ``claimed``
+        by ``poll``), and polls that lose the claim get the stored record."""
         note = current_note()
         note.model = job.model
         note.upstream_request_id = job.request_id

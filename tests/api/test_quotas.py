@@ -35,6 +35,7 @@ LIMITS = {
     "periods": "video_seconds_per_day: 100, video_seconds_per_month: 1000",
     "sync": "max_concurrent_jobs: 1, video_seconds_per_day: 100",
     "small": "video_seconds_per_day: 10",
+    "pollfail": "reads_per_minute: 50",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -161,6 +162,24 @@ def test_reads_per_minute_applies_to_every_read(replicas: list[ServerProcess]) -
     assert answers[2].headers["ratelimit"].startswith('"reads_per_minute";r=0;')  # a 404 too
     assert refused.status_code == 429
     assert refused.json()["code"] == "rate_limited"
+
+
+def test_a_poll_the_upstream_fails_still_carries_the_ratelimit_headers(
+    replicas: list[ServerProcess], sim_control: SimControl
+) -> None:
+    """The read was spent before the refresh failed: the client must still see what is left."""
+    with client(replicas[0], "pollfail") as tenant:
+        request_id = tenant.post("/requests", json=body()).json()["request_id"]
+        sim_control.fault("GET /requests/{request_id}", status=503, rate=1.0)
+        for _ in range(40):  # until a poll wins the refresh (the reconciler competes for it)
+            answer = tenant.get(f"/requests/{request_id}")
+            if answer.status_code != 200:
+                break
+            time.sleep(0.1)
+        sim_control.clear_faults()
+    assert answer.status_code == 503
+    assert answer.headers["ratelimit-policy"] == '"reads_per_minute";q=50;w=60'
+    assert answer.headers["ratelimit"].startswith('"reads_per_minute";r=')
 
 
 def test_a_refused_read_spends_nothing(replicas: list[ServerProcess]) -> None:

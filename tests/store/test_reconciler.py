@@ -73,6 +73,12 @@ class World:
         request_id: str = msgspec.json.decode(submitted.body)["request_id"]
         return request_id
 
+    async def poll(self, request_id: str) -> bytes:
+        """A client's status poll, as the route makes it."""
+        poll = await self.jobs.poll(self.principal, request_id)
+        assert poll.job is not None
+        return await self.jobs.current(poll.job, claimed=poll.claimed)
+
     async def reads(self) -> int:
         """Status reads the upstream has served so far."""
         calls: dict[str, int] = (await self.sim.get("/_sim/stats")).json()["calls"]
@@ -167,14 +173,13 @@ async def test_a_job_polled_past_its_deadline_is_expired_as_the_reconciler_would
     request_id = await world.submit("a fox in the snow [sim:stuck]")
     for _ in range(int(DEADLINE // 20) - 1):  # a poll every 20 s, up to just before it
         clock.advance(20)
-        record, _ = await world.jobs.get(world.principal, request_id)
-        assert record is not None
+        record = await world.poll(request_id)
         assert msgspec.json.decode(record)["status"] == "queued"
     assert world.finished() == {}
     assert await world.month_used() == COST
     assert await world.reconciler(clock).reconcile_once() == 0  # polled: never due for it
     clock.advance(40)
-    await world.jobs.get(world.principal, request_id)
+    await world.poll(request_id)
     assert world.finished() == {"expired": 1}
     assert await world.month_used() == 0
     assert await world.reconciler(clock).reconcile_once() == 0  # nothing left to settle
