@@ -194,13 +194,17 @@ class StoreFailover(Store):
         except StoreError as exc:
             return await self._fallback("release", exc).release(tenant, charge)
 
-    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+    async def settle(
+        self, tenant: str, request_id: str, *, refund: bool, expired: bool = False
+    ) -> Settlement | None:
         try:
-            settled = await self._shared.settle(tenant, request_id, refund=refund)
+            settled = await self._shared.settle(tenant, request_id, refund=refund, expired=expired)
         except StoreError as exc:
-            return await self._fallback("settle", exc).settle(tenant, request_id, refund=refund)
+            return await self._fallback("settle", exc).settle(
+                tenant, request_id, refund=refund, expired=expired
+            )
         if settled is None and self._local is not None:  # a charge made locally in an outage
-            return await self._local.settle(tenant, request_id, refund=refund)
+            return await self._local.settle(tenant, request_id, refund=refund, expired=expired)
         return settled
 
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
@@ -222,8 +226,8 @@ class StoreFailover(Store):
     ) -> list[tuple[str, str, float]]:
         return await self._shared.jobs_to_reconcile(checked_before=checked_before, limit=limit)
 
-    async def mark_checked(self, tenant: str, request_id: str) -> None:
-        await self._shared.mark_checked(tenant, request_id)
+    async def mark_checked(self, tenant: str, request_id: str, *, defer: float = 0.0) -> None:
+        await self._shared.mark_checked(tenant, request_id, defer=defer)
 
     async def finish_idempotent(
         self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float

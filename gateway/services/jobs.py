@@ -371,10 +371,15 @@ class Jobs:
         return response.body
 
     async def expire(self, job: StoredJob) -> None:
-        """Settle a job that outlived its deadline without ending: refund it, free its slot."""
+        """Settle a job that outlived its deadline without ending: refund it, free its slot.
+
+        It stays watched, less and less often: if it succeeds after all, the upstream bills it,
+        and so it is charged again (see ``Quotas.settle``)."""
         tenant, request_id = job.tenant, job.request_id
         if await self._quotas.settle(tenant, request_id, "expired", model=job.model) is not None:
             _log.warning("job_expired", tenant=tenant, upstream_request_id=request_id)
+        defer = self._quotas.expired_recheck_delay(job.created_at)
+        await self._store.mark_checked(tenant, request_id, defer=defer)
 
     async def _finish(self, tenant: str, claim: Idempotency, exc: GatewayError) -> None:
         """Keep the error as the key's answer, with the id of the request that got it."""

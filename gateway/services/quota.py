@@ -65,6 +65,7 @@ _SETTLEMENT_OUTCOMES = {"success": "charged", "expired": "expired"}
 
 _log = structlog.get_logger("gateway.quota")
 IN_FLIGHT_SCRAPE_SECONDS = 1.0  # a scrape must not wait on a stalled store
+EXPIRED_RECHECK_SECONDS = 600.0
 _T = TypeVar("_T")
 
 
@@ -166,22 +167,36 @@ class Quotas:
         """Whether a job recorded at ``created_at`` should have ended by now."""
         return self._clock() - created_at >= self.job_deadline_seconds
 
+    def expired_recheck_delay(self, created_at: float) -> float:
+        """How much longer than usual the reconciler leaves an expired job before reading it
+        again: a tenth of its age, at least ``EXPIRED_RECHECK_SECONDS``. A job stuck for good
+        costs about 70 upstream reads over the 30 days its record is kept."""
+        return max(EXPIRED_RECHECK_SECONDS, (self._clock() - created_at) / 10)
+
     async def settle(
         self, tenant_id: str, request_id: str, status: str, *, model: str
     ) -> Settlement | None:
         """Settle a job of ``model`` that reached ``status`` (terminal, or ``expired``), exactly
-        once."""
+        once; an expired job that succeeds after all is charged again (the upstream bills it)."""
         refund = status in _REFUNDED_STATUSES
-        settled = await self._store.settle(tenant_id, request_id, refund=refund)
+        settled = await self._store.settle(
+            tenant_id, request_id, refund=refund, expired=status == "expired"
+        )
         if settled is not None:
-            metrics.JOBS_FINISHED.labels(tenant_id, model, status).inc()
+            if settled.late:
+                metrics.VIDEO_SECONDS_CHARGED.labels(tenant_id).inc(settled.cost)
+            else:  # finished once: a late charge is the same job, already counted as expired
+                metrics.JOBS_FINISHED.labels(tenant_id, model, status).inc()
             metrics.VIDEO_SECONDS_REFUNDED.labels(tenant_id).inc(settled.refunded)
+            outcome = _SETTLEMENT_OUTCOMES.get(status, "refunded")
+            if settled.late:
+                outcome = "charged_late"
             if self._audit is not None:
                 self._audit.emit(
                     AuditEvent(
                         time=datetime.now(UTC).isoformat(timespec="milliseconds"),
                         kind="settlement",
-                        outcome=_SETTLEMENT_OUTCOMES.get(status, "refunded"),
+                        outcome=outcome,
                         tenant=tenant_id,
                         model=model,
                         upstream_request_id=request_id,
@@ -194,6 +209,7 @@ class Quotas:
                 tenant=tenant_id,
                 upstream_request_id=request_id,
                 status=status,
+                outcome=outcome,
                 video_seconds_charged=settled.cost - settled.refunded,
                 video_seconds_refunded=settled.refunded,
             )

@@ -4,8 +4,9 @@ One replica at a time does it (a lease in the store, renewed every pass and take
 holder dies). Each pass reads at most ``read_budget`` job statuses from the upstream, oldest
 check first, and settles the jobs that ended with their real status. Only a job the upstream
 still reports running past its deadline is settled as expired (refunded): a job that succeeded
-unobserved is charged, however late the reconciler gets to it. A job whose status cannot be read
-is expired only ``unreadable_grace`` after its deadline, so an upstream outage does not turn
+unobserved is charged, however late the reconciler gets to it, and so is an expired job that
+succeeds after all (it is read again less and less often). A job whose status cannot be read is
+expired only ``unreadable_grace`` after its deadline, so an upstream outage does not turn
 finished jobs into free ones.
 """
 

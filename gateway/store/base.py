@@ -144,10 +144,12 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """A job's charge was settled: ``refunded`` video seconds went back (0 when kept)."""
+    """A job's charge was settled: ``refunded`` video seconds went back (0 when kept).
+    ``late``: an expired job, refunded then, succeeded after all and was charged again."""
 
     cost: int
     refunded: int
+    late: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,10 +316,18 @@ class Store(abc.ABC):
         returns whether this call released it."""
 
     @abc.abstractmethod
-    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+    async def settle(
+        self, tenant: str, request_id: str, *, refund: bool, expired: bool = False
+    ) -> Settlement | None:
         """Settle a charged job exactly once: free its slot and, if ``refund``, give its cost
         back to the periods it was charged to. Returns ``None`` when there is nothing to settle
-        (unknown, uncharged or already settled job), so concurrent settlers settle once."""
+        (unknown, uncharged or already settled job), so concurrent settlers settle once.
+
+        ``expired``: the job is still running past its deadline. It is refunded (``refund`` is
+        implied) and its slot freed, but it stays listed for the reconciler, and stays open to
+        one more settlement: without ``refund`` (it succeeded after all, and the upstream bills
+        it) it is charged again (``Settlement.late``); with ``refund`` it is closed silently.
+        """
 
     @abc.abstractmethod
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
@@ -342,9 +352,9 @@ class Store(abc.ABC):
         ``checked_before``, oldest check first, as ``(tenant, request_id, created_at)``."""
 
     @abc.abstractmethod
-    async def mark_checked(self, tenant: str, request_id: str) -> None:
+    async def mark_checked(self, tenant: str, request_id: str, *, defer: float = 0.0) -> None:
         """Note that an unsettled job's upstream status was just seen (a poll or the
-        reconciler), so the reconciler leaves it alone for a while."""
+        reconciler), so the reconciler leaves it alone for a while: ``defer`` seconds more."""
 
     @abc.abstractmethod
     async def finish_idempotent(

@@ -10,7 +10,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from gateway.store.base import (
     READS_PER_MINUTE,
@@ -39,7 +39,7 @@ _BUDGET_MARGIN = 2 * 86400.0  # budgets outlive their period for late refunds (b
 @dataclass(slots=True)
 class _Charged:
     charge: Charge
-    settled: bool = False
+    settled: Literal["no", "yes", "expired"] = "no"  # expired: refunded, may be charged again
 
 
 @dataclass(slots=True)
@@ -277,19 +277,33 @@ class MemoryStore(Store):
         slots = self._slots.get(tenant, {})
         if slots.pop(charge.token, None) is None:
             return False
-        self._refund(tenant, charge)
+        self._refund(tenant, charge, charge.cost)
         return True
 
-    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+    async def settle(
+        self, tenant: str, request_id: str, *, refund: bool, expired: bool = False
+    ) -> Settlement | None:
         charged = self._charges.get((tenant, request_id))
-        if charged is None or charged.settled or await self.get_job(tenant, request_id) is None:
+        if charged is None or await self.get_job(tenant, request_id) is None:
             return None
-        charged.settled = True
-        self._slots.get(tenant, {}).pop(charged.charge.token, None)
-        self._to_check.pop((tenant, request_id), None)
-        if refund:
-            self._refund(tenant, charged.charge)
-        return Settlement(charged.charge.cost, charged.charge.cost if refund else 0)
+        charge = charged.charge
+        if charged.settled == "expired" and not expired:
+            charged.settled = "yes"
+            self._to_check.pop((tenant, request_id), None)
+            if refund:  # failed or cancelled: refunded already
+                return None
+            self._refund(tenant, charge, -charge.cost)
+            return Settlement(charge.cost, 0, late=True)
+        if charged.settled != "no":
+            return None
+        charged.settled = "expired" if expired else "yes"
+        self._slots.get(tenant, {}).pop(charge.token, None)
+        if not expired:
+            self._to_check.pop((tenant, request_id), None)
+        if refund or expired:
+            self._refund(tenant, charge, charge.cost)
+            return Settlement(charge.cost, charge.cost)
+        return Settlement(charge.cost, 0)
 
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
         result = rate_take(
@@ -351,9 +365,9 @@ class MemoryStore(Store):
                 break
         return found
 
-    async def mark_checked(self, tenant: str, request_id: str) -> None:
+    async def mark_checked(self, tenant: str, request_id: str, *, defer: float = 0.0) -> None:
         if (tenant, request_id) in self._to_check:
-            self._to_check[tenant, request_id] = self._clock()
+            self._to_check[tenant, request_id] = self._clock() + defer
 
     def _claim_state(self, tenant: str, idempotency: Idempotency, now: float) -> IdempotencyState:
         claim = self._claims.get((tenant, idempotency.key), now)
@@ -467,12 +481,13 @@ class MemoryStore(Store):
             del slots[token]
         return slots
 
-    def _refund(self, tenant: str, charge: Charge) -> None:
+    def _refund(self, tenant: str, charge: Charge, amount: int) -> None:
+        """Give ``amount`` back to the charge's periods (negative: charge it again)."""
         now = self._clock()
         for period in (charge.day, charge.month):
             used = self._budgets.get((tenant, period), now)
             if used is not None:
-                self._budgets.keep_ttl((tenant, period), max(0, used - charge.cost))
+                self._budgets.keep_ttl((tenant, period), max(0, used - amount))
 
 
 def _check_page(limit: int, offset: int) -> None:

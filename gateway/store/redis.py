@@ -370,36 +370,41 @@ class RedisStore(Store):
     def _void_key(self, tenant: str, charge: Charge) -> str:
         return self._key(tenant, "void", charge.token)
 
-    async def settle(self, tenant: str, request_id: str, *, refund: bool) -> Settlement | None:
+    async def settle(
+        self, tenant: str, request_id: str, *, refund: bool, expired: bool = False
+    ) -> Settlement | None:
         job_key = self._key(tenant, "job", request_id)
         fields: list[Any] = await self._call(self._redis.hmget(job_key, "day", "month"))
         day, month = fields
         if day is None or month is None:
             return None
         keys = [job_key, *self._charge_keys(tenant, day.decode(), month.decode())]
-        args: list[Arg] = [1 if refund else 0, self._clock(), self._retention]
-        reply = await self._call(self._settle_unlisted(keys, args, _member(tenant, request_id)))
+        mode = "expire" if expired else "refund" if refund else "charge"
+        args: list[Arg] = [mode, self._clock(), self._retention]
+        member = None if expired else _member(tenant, request_id)  # an expired job stays listed
+        reply = await self._call(self._settle_unlisted(keys, args, member))
         if not reply:
             return None
-        cost, refunded = reply
-        return Settlement(int(cost), int(refunded))
+        cost, refunded, late = reply
+        return Settlement(int(cost), int(refunded), late=bool(late))
 
-    async def _settle_unlisted(self, keys: list[str], args: list[Arg], member: str) -> Any:
-        """Run ``settle.lua`` and drop ``member`` from the reconcile set in one round trip (that
-        set spans tenants, so no script may touch it; Redis Cluster). The ZREM runs whatever
-        the script answers, so settling an already settled job also unlists it. Returns the
-        script's reply even when the ZREM failed: the settlement happened and must be reported;
-        the member left behind is dropped by ``jobs_to_reconcile``."""
+    async def _settle_unlisted(self, keys: list[str], args: list[Arg], member: str | None) -> Any:
+        """Run ``settle.lua`` and drop ``member`` (if any) from the reconcile set in one round
+        trip (that set spans tenants, so no script may touch it; Redis Cluster). The ZREM runs
+        whatever the script answers, so settling an already settled job also unlists it.
+        Returns the script's reply even when the ZREM failed: the settlement happened and must
+        be reported; the member left behind is dropped by ``jobs_to_reconcile``."""
 
         async def run() -> Any:
             pipe = self._redis.pipeline(transaction=False)
             _ = pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
-            _ = pipe.zrem(self._to_check, member)
-            reply, removed = await pipe.execute(raise_on_error=False)
+            if member is not None:
+                _ = pipe.zrem(self._to_check, member)
+            reply, *removed = await pipe.execute(raise_on_error=False)
             if isinstance(reply, Exception):
                 raise reply
-            if isinstance(removed, Exception):
-                metrics.STORE_ERRORS.labels(type(removed).__name__).inc()
+            if removed and isinstance(removed[0], Exception):
+                metrics.STORE_ERRORS.labels(type(removed[0]).__name__).inc()
             return reply
 
         try:
@@ -481,13 +486,14 @@ class RedisStore(Store):
         cutoff = self._clock() - self._retention  # the scripts' expression, exactly
         listed: list[tuple[str, str, float] | None] = []
         for (tenant, request_id), (created, settled) in zip(ids, rows, strict=True):
-            live = created is not None and float(created) > cutoff and settled == b"0"
+            live = created is not None and float(created) > cutoff and settled in (b"0", b"expired")
             listed.append((tenant, request_id, float(created)) if live else None)
         return listed
 
-    async def mark_checked(self, tenant: str, request_id: str) -> None:
+    async def mark_checked(self, tenant: str, request_id: str, *, defer: float = 0.0) -> None:
         member = _member(tenant, request_id)
-        await self._call(self._redis.zadd(self._to_check, {member: self._clock()}, xx=True))
+        checked = self._clock() + defer
+        await self._call(self._redis.zadd(self._to_check, {member: checked}, xx=True))
 
     async def finish_idempotent(
         self, tenant: str, key: str, fingerprint: str, status: int, body: bytes, *, ttl: float

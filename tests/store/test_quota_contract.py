@@ -14,6 +14,7 @@ from gateway.store.base import (
     Idempotency,
     IdempotencyState,
     LimitState,
+    Settlement,
     SubmitLimits,
     SubmitStart,
 )
@@ -212,6 +213,50 @@ async def test_settle_success_keeps_the_charge(store: Store, clock: FakeClock) -
     assert in_use == 0
     assert {s.name: s.remaining for s in states}["video_seconds_per_day"] == 0
     assert await store.settle("t", "r1", refund=True) is None
+
+
+async def test_an_expired_job_that_succeeds_after_all_is_charged_again_once(
+    store: Store, clock: FakeClock
+) -> None:
+    limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=5)
+    reserved = await charged_job(store, clock, "r1", limits)
+    expired = await store.settle("t", "r1", refund=True, expired=True)
+    assert expired == Settlement(5, 5)
+    assert await store.settle("t", "r1", refund=True, expired=True) is None
+    states, in_use = await store.usage("t", limits, None, reserved)
+    assert (in_use, {s.name: s.used for s in states}["video_seconds_per_day"]) == (0, 0)
+    due = await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10)
+    assert [request_id for _, request_id, _ in due] == ["r1"]  # still watched
+    late = await asyncio.gather(*(store.settle("t", "r1", refund=False) for _ in range(10)))
+    assert [s for s in late if s is not None] == [Settlement(5, 0, late=True)]
+    states, in_use = await store.usage("t", limits, None, reserved)
+    assert (in_use, {s.name: s.used for s in states}["video_seconds_per_day"]) == (0, 5)
+    assert await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10) == []
+
+
+async def test_an_expired_job_that_fails_after_all_is_closed_without_a_second_refund(
+    store: Store, clock: FakeClock
+) -> None:
+    limits = SubmitLimits(video_seconds_per_day=50)
+    reserved = await charged_job(store, clock, "r1", limits)
+    await charged_job(store, clock, "r2", limits)  # its 5 s stay charged
+    assert await store.settle("t", "r1", refund=True, expired=True) is not None
+    assert await store.settle("t", "r1", refund=True) is None
+    assert await store.settle("t", "r1", refund=False) is None  # closed for good
+    states, _ = await store.usage("t", limits, None, reserved)
+    assert {s.name: s.used for s in states}["video_seconds_per_day"] == 5
+    due = await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10)
+    assert [request_id for _, request_id, _ in due] == ["r2"]
+
+
+async def test_a_deferred_check_keeps_a_job_from_the_reconciler_that_much_longer(
+    store: Store, clock: FakeClock
+) -> None:
+    await charged_job(store, clock, "r1", SubmitLimits())
+    await store.mark_checked("t", "r1", defer=600)
+    assert await store.jobs_to_reconcile(checked_before=clock.now + 599, limit=10) == []
+    due = await store.jobs_to_reconcile(checked_before=clock.now + 601, limit=10)
+    assert [request_id for _, request_id, _ in due] == ["r1"]
 
 
 async def test_a_settled_job_recorded_again_is_not_reconciled(

@@ -114,8 +114,11 @@ class _WhileWaiting(httpx.AsyncBaseTransport):
 
 
 @asynccontextmanager
-async def world_on(store: Store, clock: FakeClock) -> AsyncIterator[World]:
-    sim_app = create_sim_app(SimConfig(api_key=SIM_KEY, seed=7), clock=clock)
+async def world_on(
+    store: Store, clock: FakeClock, *, time_scale: float = 1.0
+) -> AsyncIterator[World]:
+    config = SimConfig(api_key=SIM_KEY, seed=7, time_scale=time_scale)
+    sim_app = create_sim_app(config, clock=clock)
     transport = httpx.ASGITransport(sim_app)
     upstream_calls = _WhileWaiting(transport)
     upstream = UpstreamClient(
@@ -183,6 +186,31 @@ async def test_a_job_polled_past_its_deadline_is_expired_as_the_reconciler_would
     assert world.finished() == {"expired": 1}
     assert await world.month_used() == 0
     assert await world.reconciler(clock).reconcile_once() == 0  # nothing left to settle
+
+
+async def test_an_expired_job_that_succeeds_after_all_is_charged_again(
+    store: Store, clock: FakeClock
+) -> None:
+    """The upstream bills a job that succeeds past its deadline: the tenant's budget must show
+    it again. Meanwhile the expired job is read ever less often, not on every pass."""
+    async with world_on(store, clock, time_scale=40) as world:  # phases of 1 to 3.5 hours
+        request_id = await world.submit("a fox in the snow")
+        clock.advance(DEADLINE + 1)
+        reconciler = world.reconciler(clock)
+        assert await reconciler.reconcile_once() == 1
+        assert world.finished() == {"expired": 1}
+        assert await world.month_used() == 0
+        clock.advance(60)
+        assert await reconciler.reconcile_once() == 0  # due again only after 10 minutes
+        clock.advance(15_000)  # the job has ended by now
+        reads = await world.reads()
+        assert await reconciler.reconcile_once() == 1
+        assert await world.reads() == reads + 1
+        assert await world.month_used() == COST
+        assert world.finished() == {"expired": 1}  # one job, finished once
+        assert msgspec.json.decode(await world.poll(request_id))["status"] == "success"
+        clock.advance(86_400)
+        assert await reconciler.reconcile_once() == 0  # settled for good
 
 
 async def test_an_unreadable_job_is_expired_only_after_the_grace(
