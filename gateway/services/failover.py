@@ -200,12 +200,21 @@ class StoreFailover(Store):
         try:
             settled = await self._shared.settle(tenant, request_id, refund=refund, expired=expired)
         except StoreError as exc:
-            return await self._fallback("settle", exc).settle(
-                tenant, request_id, refund=refund, expired=expired
-            )
-        if settled is None and self._local is not None:  # a charge made locally in an outage
-            return await self._local.settle(tenant, request_id, refund=refund, expired=expired)
-        return settled
+            local = self._fallback("settle", exc)
+        else:
+            if settled is not None or self._local is None:
+                return settled
+            local = self._local  # a charge made locally in an outage, or not written back yet
+        if self._charged_in_shared(tenant, request_id):
+            return None  # settled there, once written back: by a poll or the reconciler
+        return await local.settle(tenant, request_id, refund=refund, expired=expired)
+
+    def _charged_in_shared(self, tenant: str, request_id: str) -> bool:
+        """A job waiting to be written back whose charge is on the shared counters."""
+        return any(
+            job.charge is not None and (job.tenant, job.request_id) == (tenant, request_id)
+            for job in self._pending
+        )
 
     async def take_read(self, tenant: str, reads_per_minute: int) -> Decision:
         try:
@@ -300,5 +309,8 @@ class StoreFailover(Store):
                 )
             except StoreError:
                 return
+            if job.charge is not None and self._local is not None:
+                # The charge is settled in the shared store: the local copy must never be.
+                await self._local.settle(job.tenant, job.request_id, refund=False)
             self._pending.pop(0)
             _log.info("job_written_back", tenant=job.tenant, upstream_request_id=job.request_id)

@@ -110,6 +110,31 @@ async def test_a_shared_reservation_recorded_locally_is_settled_in_redis(
     assert await day_used(shared, cost) == (0, 0)
 
 
+async def test_a_shared_reservation_settled_during_the_outage_is_settled_once(
+    stores: tuple[StoreFailover, RedisStore, MemoryStore],
+    fragile_redis: RedisServer,
+    clock: FakeClock,
+) -> None:
+    """Its job ended while Redis was away: settling it in the local store would be reported
+    once, and again when the written-back job is settled in Redis, where the charge is."""
+    failover, shared, _ = stores
+    cost = charge(clock, "blip-4", cost=10)
+    await failover.begin_submit("t", cost, LIMITS, hold_until=clock.now + 60)
+    with redis.Redis.from_url(fragile_redis.url) as persist:
+        persist.save()
+    fragile_redis.stop()
+    await failover.add_job("t", "job-4", "m", b"{}", charge=cost, deadline=clock.now + 600)
+    assert await failover.settle("t", "job-4", refund=True) is None  # the job failed: not here
+    fragile_redis.start()
+    assert await failover.settle("t", "job-4", refund=True) is None  # nor before write-back
+    await failover.write_back_once()
+    settled = await failover.settle("t", "job-4", refund=True)
+    assert settled is not None
+    assert settled.refunded == 10
+    assert await day_used(shared, cost) == (0, 0)
+    assert await failover.settle("t", "job-4", refund=True) is None
+
+
 async def test_a_stalled_reservation_is_given_back_but_its_key_stays_claimed(
     fragile_redis: RedisServer, clock: FakeClock
 ) -> None:
