@@ -78,12 +78,14 @@ def _moment(raw: str | None, name: str) -> datetime | None:
 
 @get("/audit", responses={200: documented(AuditPage), 400: documented(ErrorBody, "Bad query")})
 async def own_audit(request: AnyRequest) -> dict[str, Any]:
-    """Your own audit events, newest first; pass ``next_cursor`` back as ``cursor``."""
+    """Your own audit events, newest first; pass ``next_cursor`` back as ``cursor``. Filters
+    as on ``/admin/audit``: ``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``."""
     principal = tenant_principal(request)
     found = services(request)
     note_ratelimit(request, await found.quotas.peek(principal.tenant))  # a 400 carries them too
     limit, cursor = page_params(request)
-    return await found.audit.query(principal.tenant.id, limit=limit, cursor=cursor)
+    only = filter_params(request)
+    return await found.audit.query(principal.tenant.id, limit=limit, cursor=cursor, only=only)
 
 
 audit_router = Router(path="/v1", route_handlers=[own_audit], tags=["tenant"])

@@ -22,6 +22,7 @@ from gateway.store import Store, StoreError
 __all__ = ("AuditFilter", "AuditTrail")
 
 MAX_SCANNED = 5_000
+CLOCK_SLACK = 60.0  # seconds a replica's clock may be ahead of the store's
 
 _log = structlog.get_logger("gateway.audit")
 
@@ -71,12 +72,16 @@ class AuditTrail:
     ) -> dict[str, Any]:
         """``{"events": [...], "next_cursor": ...}``: newest first, each event with its ``id``."""
         wanted = only or AuditFilter()
+        # An event is appended after it happened, so nothing appended before ``since`` (give
+        # or take the clocks of the replica and Redis) can match: the scan, and the pages, end
+        # there rather than at the retention.
+        written_after = None if wanted.since is None else wanted.since.timestamp() - CLOCK_SLACK
         found: list[dict[str, Any]] = []
         scanned = 0
         position = cursor
         exhausted = False
         while len(found) < limit and scanned < MAX_SCANNED:
-            batch = await self._read(tenant, position, max(limit, 100))
+            batch = await self._read(tenant, position, max(limit, 100), written_after)
             if not batch:
                 exhausted = True
                 break
@@ -91,10 +96,12 @@ class AuditTrail:
         return {"events": found, "next_cursor": None if exhausted else position}
 
     async def _read(
-        self, tenant: str | None, before: str | None, count: int
+        self, tenant: str | None, before: str | None, count: int, written_after: float | None
     ) -> list[tuple[str, bytes]]:
         try:
-            return await self._store.read_audit(tenant, before=before, count=count)
+            return await self._store.read_audit(
+                tenant, before=before, count=count, written_after=written_after
+            )
         except StoreError as exc:  # the details are the operator's, not the tenant's
             _log.warning("store_unavailable", error=str(exc))
             raise StoreUnavailable("the audit trail is unavailable") from None

@@ -264,9 +264,16 @@ class StoreFailover(Store):
         await self._shared.append_audit(events)
 
     async def read_audit(
-        self, tenant: str | None, *, before: str | None, count: int
+        self,
+        tenant: str | None,
+        *,
+        before: str | None,
+        count: int,
+        written_after: float | None = None,
     ) -> list[tuple[str, bytes]]:
-        return await self._shared.read_audit(tenant, before=before, count=count)
+        return await self._shared.read_audit(
+            tenant, before=before, count=count, written_after=written_after
+        )
 
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:
         return await self._shared.cache_get(name)

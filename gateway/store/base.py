@@ -385,11 +385,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def read_audit(
-        self, tenant: str | None, *, before: str | None, count: int
+        self,
+        tenant: str | None,
+        *,
+        before: str | None,
+        count: int,
+        written_after: float | None = None,
     ) -> list[tuple[str, bytes]]:
         """Up to ``count`` entries of a trail (a tenant's, or the global one for ``None``),
         newest first, strictly older than the entry id ``before`` when given, and never one
-        past the audit retention (trimmed yet or not). Entry ids are opaque cursors, ordered by
+        past the audit retention (trimmed yet or not), nor one appended at or before
+        ``written_after`` (unix seconds) when given. Entry ids are opaque cursors, ordered by
         insertion."""
 
     @abc.abstractmethod

@@ -413,10 +413,17 @@ class MemoryStore(Store):
                     kept.popleft()
 
     async def read_audit(
-        self, tenant: str | None, *, before: str | None, count: int
+        self,
+        tenant: str | None,
+        *,
+        before: str | None,
+        count: int,
+        written_after: float | None = None,
     ) -> list[tuple[str, bytes]]:
         trail = self._audit.get(tenant, deque())
         expired = self._clock() - self._audit_retention  # pruned only when a trail is appended to
+        if written_after is not None:
+            expired = max(expired, written_after)
         found: list[tuple[str, bytes]] = []
         for at, entry_id, body in reversed(trail):
             if at <= expired:

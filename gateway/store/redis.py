@@ -608,13 +608,20 @@ class RedisStore(Store):
         return {stream: last_id.decode() for stream, last_id in last_ids.items()}
 
     async def read_audit(
-        self, tenant: str | None, *, before: str | None, count: int
+        self,
+        tenant: str | None,
+        *,
+        before: str | None,
+        count: int,
+        written_after: float | None = None,
     ) -> list[tuple[str, bytes]]:
         stream = self._audit_global if tenant is None else self._key(tenant, "audit")
         newest = "+" if before is None else f"({before}"
         # Bounded by the retention too: a trail is trimmed only when appended to, so an idle
         # tenant's could still hold events past it.
         oldest = self._oldest_audit_id()
+        if written_after is not None:  # an entry id is the time it was appended, in ms
+            oldest = max(oldest, f"{int(written_after * 1000) + 1}-0", key=_stream_id)
         entries: Any = await self._call(self._redis.xrevrange(stream, newest, oldest, count))
         return [(entry_id.decode(), bytes(fields[b"e"])) for entry_id, fields in entries]
 
@@ -692,6 +699,11 @@ def _member(tenant: str, request_id: str) -> str:
 def _without_credentials(message: str) -> str:
     """redis-py messages name host and port, never the password; drop any URL to be sure."""
     return " ".join("<url>" if "://" in word else word for word in message.split())
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def _check_page(limit: int, offset: int) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import UPSTREAM_KEY
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
@@ -193,6 +195,31 @@ def test_cursor_pagination_newest_first(audited: tuple[ServerProcess, RedisServe
             {"limit": "9" * 5000},
         ):
             assert other.get("/v1/audit", params=bad).status_code == 400, bad
+
+
+def test_a_since_query_ends_where_the_trail_gets_older_than_since(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    """Not after scanning 5,000 older events per page: a client would page through empty
+    pages, or stop at the first one, thinking nothing matched."""
+    server, redis_server = audited
+    hour_ago = int((time.time() - 3600) * 1000)
+    with redis.Redis.from_url(redis_server.url) as client:
+        pipe = client.pipeline(transaction=False)
+        for n in range(6000):  # an hour-old trail, longer than one page's scan
+            old = f'{{"time":"2026-01-01T00:00:00+00:00","kind":"request","n":{n}}}'
+            pipe.xadd("gmigw:{other}:audit", {"e": old}, id=f"{hour_ago}-{n + 1}")
+        pipe.execute()
+    since = datetime.now(UTC).isoformat()
+    with as_tenant(server, "other") as other:
+        other.get(f"{MIRROR}/models").raise_for_status()
+        events(other, "/v1/audit", 1, since=since)
+        page = other.get("/v1/audit", params={"since": since}).raise_for_status().json()
+    assert page["events"]
+    assert all(
+        datetime.fromisoformat(e["time"]) >= datetime.fromisoformat(since) for e in page["events"]
+    )
+    assert page["next_cursor"] is None
 
 
 def test_a_tenant_key_refused_on_an_admin_route_is_in_that_tenants_trail(

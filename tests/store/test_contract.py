@@ -286,6 +286,22 @@ async def test_audit_trails_newest_first_with_cursors(store: Store) -> None:
     assert await store.read_audit("nobody", before=None, count=10) == []
 
 
+async def test_audit_entries_appended_before_a_time_can_be_left_out(
+    store: Store, clock: FakeClock
+) -> None:
+    """(Redis stamps entries with its own time, hence the real clock.)"""
+    clock.now = time.time()
+    await store.append_audit([("a", b"old")])
+    await asyncio.sleep(0.01)
+    cut = clock.now = time.time()
+    await asyncio.sleep(0.01)
+    clock.now = time.time()
+    await store.append_audit([("a", b"new")])
+    found = await store.read_audit("a", before=None, count=10, written_after=cut)
+    assert [body for _, body in found] == [b"new"]
+    assert await store.read_audit("a", before=found[0][0], count=10, written_after=cut) == []
+
+
 async def test_audit_events_past_the_retention_are_not_read_from_an_idle_trail(
     store: Store, clock: FakeClock
 ) -> None:
