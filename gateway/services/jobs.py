@@ -427,6 +427,8 @@ def _replay(claim: IdempotencyState) -> Submitted:
         raise IdempotencyMismatch(
             "this Idempotency-Key was already used with a different request body"
         )
+    # Audited as what it is: no new job and no charge, whatever status the stored answer has.
+    current_note().outcome = "replayed"
     return Submitted(claim.status, claim.body, None, replayed=True)
 
 

@@ -84,6 +84,7 @@ def test_every_request_is_audited_once_with_its_outcome(
         httpx.Client(base_url=server.url, headers={"Authorization": "Bearer wrong-key"}) as wrong,
     ):
         foreign = other.post(f"{MIRROR}/requests", json=body).json()["request_id"]
+        key = {"Idempotency-Key": "audit-replay-1"}
         script = [
             (auditee.get(f"{MIRROR}/models"), "ok"),
             (wrong.get(f"{MIRROR}/models"), "unauthorized"),
@@ -92,7 +93,8 @@ def test_every_request_is_audited_once_with_its_outcome(
                 "invalid_payload",
             ),
             (auditee.post(f"{MIRROR}/requests", json=body), "ok"),
-            (auditee.post(f"{MIRROR}/requests", json=body), "ok"),
+            (auditee.post(f"{MIRROR}/requests", json=body, headers=key), "ok"),
+            (auditee.post(f"{MIRROR}/requests", json=body, headers=key), "replayed"),  # no charge
             (auditee.post(f"{MIRROR}/requests", json=body), "rate_limited"),
             (auditee.get(f"{MIRROR}/requests/{foreign}"), "not_found"),
         ]
