@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import socket
 import sys
 import time
 from pathlib import Path
@@ -57,13 +58,35 @@ def demo(args: argparse.Namespace) -> int:
         upstream=upstream,
         tenants=TenantRegistry.fixed(config),
     )
+    listening = _listen("demo", args.host, args.port)
+    if listening is None:
+        return 2
     base = f"http://{args.host}:{args.port}{MIRROR_PREFIX}"
     print(_demo_banner(base, demo_key), flush=True)
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
     )
-    asyncio.run(server.serve())
+    asyncio.run(server.serve(sockets=[listening]))
     return 0
+
+
+def _listen(command: str, host: str, port: int) -> socket.socket | None:
+    """The server's socket, bound before anything is printed: a banner with a key and curl
+    lines for a port another process holds would send them to that process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        print(
+            f"gmi-gateway {command}: cannot listen on {host}:{port}: {exc.strerror}"
+            " (another demo still running? try --port N)",
+            file=sys.stderr,
+        )
+        return None
+    return listening
 
 
 def _demo_banner(base: str, key: str) -> str:
@@ -94,6 +117,9 @@ def _demo_banner(base: str, key: str) -> str:
 
 
 def sim(args: argparse.Namespace) -> int:
+    listening = _listen("sim", args.host, args.port)
+    if listening is None:
+        return 2
     key = args.api_key or secrets.token_urlsafe(24)
     if args.api_key is None:
         print(f"gmi-gateway sim: API key {key}", flush=True)
@@ -109,15 +135,20 @@ def sim(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"gmi-gateway sim: cannot read the catalog {args.catalog}: {exc!r}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    )
+    asyncio.run(server.serve(sockets=[listening]))
     return 0
 
 
 def openapi(args: argparse.Namespace) -> int:
     document = openapi_document()
     if args.check:
-        current = OPENAPI_FILE.read_text(encoding="utf-8") if OPENAPI_FILE.exists() else ""
-        if current != document:
+        if not OPENAPI_FILE.exists():
+            print(f"{OPENAPI_FILE} not found: run this from the repository root", file=sys.stderr)
+            return 1
+        if OPENAPI_FILE.read_text(encoding="utf-8") != document:
             print(f"{OPENAPI_FILE} is out of date: run `gmi-gateway openapi`", file=sys.stderr)
             return 1
         print(f"{OPENAPI_FILE} is up to date")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,3 +59,22 @@ def test_head_works_on_the_demo_server_too(demo: ServerProcess) -> None:
         assert head.content == b""
         assert head.headers["content-length"] == str(len(got.content))
     assert "Traceback" not in demo.output()
+
+
+@pytest.mark.parametrize("command", ["demo", "sim"])
+def test_a_busy_port_is_refused_before_a_key_is_printed(command: str) -> None:
+    """A banner for a port another server holds would send its key and curl lines there."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", command, "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert done.stdout == ""
