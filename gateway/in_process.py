@@ -117,12 +117,7 @@ def _demo_banner(base: str, key: str) -> str:
 
 
 def sim(args: argparse.Namespace) -> int:
-    listening = _listen("sim", args.host, args.port)
-    if listening is None:
-        return 2
     key = args.api_key or secrets.token_urlsafe(24)
-    if args.api_key is None:
-        print(f"gmi-gateway sim: API key {key}", flush=True)
     config = SimConfig(
         api_key=key,
         time_scale=args.time_scale,
@@ -135,6 +130,11 @@ def sim(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"gmi-gateway sim: cannot read the catalog {args.catalog}: {exc!r}", file=sys.stderr)
         return 2
+    listening = _listen("sim", args.host, args.port)
+    if listening is None:
+        return 2
+    if args.api_key is None:
+        print(f"gmi-gateway sim: API key {key}", flush=True)
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     )
