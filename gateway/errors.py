@@ -19,7 +19,8 @@ it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the cl
     ├── InvalidTenantsFile            422 invalid_tenants_file
     ├── QuotaExceeded                 429 rate_limited | concurrency_exceeded | budget_exhausted
     │   └── JobExceedsBudget          422 job_exceeds_budget
-    ├── UpstreamRelayedError          (upstream's status) upstream_error
+    ├── UpstreamRelayedError          (upstream's status) upstream_error, 429
+    │                                 upstream_rate_limited, 502 upstream_auth_failed
     └── Unavailable                   503 unavailable
         ├── UpstreamUnavailable       503 upstream_unavailable
         └── StoreUnavailable          503 store_unavailable

@@ -21,10 +21,10 @@ import structlog
 from gateway import metrics
 from gateway.audit import current_note, note_prompt
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     IdempotencyConflict,
     IdempotencyMismatch,
-    InvalidPayload,
     StoreUnavailable,
     UnknownModel,
     UpstreamRelayedError,
@@ -412,9 +412,7 @@ class Jobs:
 
 def _check_idempotency_key(key: str) -> None:
     if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise InvalidPayload(
-            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
-        )
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")
 
 
 def _replay(claim: IdempotencyState) -> Submitted:

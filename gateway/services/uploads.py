@@ -30,6 +30,8 @@ class Uploads:
         Raises:
             InvalidJSON, InvalidPayload: naming the problem.
         """
+        if not body.strip():
+            raise InvalidPayload("invalid payload: request body is empty; expected {file_type}")
         if json_object(body).get("file_type") not in FILE_TYPES:
             types = ", ".join(FILE_TYPES)
             raise InvalidPayload(f"invalid payload: file_type must be one of {types}")

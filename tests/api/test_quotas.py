@@ -351,8 +351,12 @@ def test_an_idempotency_key_sent_twice_is_refused(
     twice = [("Idempotency-Key", "order-44"), ("Idempotency-Key", "order-44")]
     with client(replicas[0], "idem") as idem:
         refused = idem.post("/requests", json=body("a hare"), headers=twice)
+        too_long = idem.post(
+            "/requests", json=body("a hare"), headers={"Idempotency-Key": "k" * 256}
+        )
     assert refused.status_code == 400
     assert refused.json()["error"] == "send the Idempotency-Key header once, not 2 times"
+    assert [a.json()["code"] for a in (refused, too_long)] == ["bad_request", "bad_request"]
     assert sim_control.calls()["POST /requests"] == before
     assert usage(replicas[0], "idem")["limits"]["video_seconds_per_day"]["used"] == used
 

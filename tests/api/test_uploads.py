@@ -33,6 +33,7 @@ def test_upload_url_passes_the_upstream_slot_through(
         (b'["png"]', "invalid_payload", "must be a JSON object"),
         (b"png", "invalid_json", "not valid JSON"),
         (b"\xff\xfe", "invalid_json", "not valid JSON"),
+        (b"", "invalid_payload", "request body is empty; expected {file_type}"),
     ],
 )
 def test_upload_url_refuses_a_bad_body_before_the_upstream(
