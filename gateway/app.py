@@ -25,6 +25,7 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import metrics
 from gateway.audit import AuditLog
@@ -34,6 +35,7 @@ from gateway.log import RequestContextMiddleware, audit_sink, configure_logging,
 from gateway.routes.admin import admin_router
 from gateway.routes.audit import audit_router
 from gateway.routes.deps import Services
+from gateway.routes.docs import BEARER
 from gateway.routes.mirror import mirror_router
 from gateway.routes.ops import (
     HEALTH_PATH,
@@ -192,6 +194,17 @@ def create_app(
             description="Tenant-keyed gateway in front of GMI Cloud's request-queue API.",
             path=OPENAPI_PATH,
             render_plugins=[JsonRenderPlugin()],
+            use_handler_docstrings=True,
+            components=Components(
+                security_schemes={
+                    BEARER: SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A tenant key (an admin key on /admin routes).",
+                    )
+                }
+            ),
+            security=[{BEARER: []}],
         ),
     )
     # Outermost layer, around Litestar's own exception handling: unknown routes and 405s get a

@@ -9,9 +9,10 @@ from litestar import Request, Router, get, post
 from litestar.params import FromPath
 
 from gateway.errors import InvalidTenantsFile, NotFound
-from gateway.routes.audit import filter_params, page_params
-from gateway.routes.deps import admin_principal, documented, services
-from gateway.schemas import AuditPage, ErrorBody, ReloadBody
+from gateway.routes.audit import AUDIT_QUERY, filter_params, page_params
+from gateway.routes.deps import admin_principal, services
+from gateway.routes.docs import ADMIN_ERRORS, documented, documented_operation, error, query
+from gateway.schemas import AuditPage, ReloadBody
 from gateway.services.tenants import Tenant
 
 __all__ = ("admin_router",)
@@ -22,7 +23,7 @@ AnyRequest = Request[Any, Any, Any]
 @post(
     "/reload",
     status_code=200,
-    responses={422: documented(ErrorBody, "The new tenants file is invalid")},
+    responses={422: error("invalid_tenants_file: the old config keeps serving"), **ADMIN_ERRORS},
 )
 async def reload_tenants(request: AnyRequest) -> ReloadBody:
     """Re-read the tenants file now; a bad file keeps the current config serving."""
@@ -36,7 +37,7 @@ async def reload_tenants(request: AnyRequest) -> ReloadBody:
     return ReloadBody(changed=result.changed, tenants=len(registry.current.tenants))
 
 
-@get("/tenants")
+@get("/tenants", responses=ADMIN_ERRORS)
 async def list_tenants(request: AnyRequest) -> dict[str, Any]:
     """Every configured tenant with its key ids, models, limits and current usage."""
     admin_principal(request)
@@ -46,7 +47,10 @@ async def list_tenants(request: AnyRequest) -> dict[str, Any]:
     return {"tenants": [_describe(t) | {"usage": u} for t, u in zip(tenants, usages, strict=True)]}
 
 
-@get("/tenants/{tenant_id:str}/usage", responses={404: documented(ErrorBody, "No such tenant")})
+@get(
+    "/tenants/{tenant_id:str}/usage",
+    responses={404: error("not_found: no such tenant"), **ADMIN_ERRORS},
+)
 async def tenant_usage(request: AnyRequest, tenant_id: FromPath[str]) -> dict[str, Any]:
     """One tenant's limits, use, remaining, reset times and jobs in flight."""
     admin_principal(request)
@@ -57,7 +61,13 @@ async def tenant_usage(request: AnyRequest, tenant_id: FromPath[str]) -> dict[st
     return await found.quotas.usage(tenant)
 
 
-@get("/audit", responses={200: documented(AuditPage), 400: documented(ErrorBody, "Bad query")})
+@get(
+    "/audit",
+    responses={200: documented(AuditPage), 400: error("bad_request: a bad query"), **ADMIN_ERRORS},
+    operation_class=documented_operation(
+        parameters=[*AUDIT_QUERY, query("tenant", "only this tenant's events")], headers={}
+    ),
+)
 async def all_audit(request: AnyRequest) -> dict[str, Any]:
     """Audit events of every tenant (or ``tenant``), newest first, with filters ``since``,
     ``until``, ``route``, ``status`` and ``outcome``."""
@@ -71,7 +81,14 @@ async def all_audit(request: AnyRequest) -> dict[str, Any]:
     )
 
 
-@post("/cache/invalidate", status_code=200)
+@post(
+    "/cache/invalidate",
+    status_code=200,
+    responses={
+        503: error("store_unavailable: dropped on this replica only; retry"),
+        **ADMIN_ERRORS,
+    },
+)
 async def invalidate_cache(request: AnyRequest) -> dict[str, bool]:
     """Drop the cached model list and details on every replica (others follow within 1 s)."""
     admin_principal(request)

@@ -7,24 +7,37 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Request, Router, get
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 
 from gateway.errors import BadRequest
 from gateway.routes.deps import (
-    documented,
     note_ratelimit,
     query_count,
     services,
     tenant_principal,
 )
-from gateway.schemas import AuditPage, ErrorBody
+from gateway.routes.docs import TENANT_ERRORS, documented, documented_operation, error, query
+from gateway.schemas import AuditPage
 from gateway.services.audit_trail import AuditFilter
 
-__all__ = ("audit_router", "page_params")
+__all__ = ("AUDIT_QUERY", "audit_router", "filter_params", "page_params")
 
 MAX_LIMIT = 500
 _CURSOR = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,20})?")
 
 AnyRequest = Request[Any, Any, Any]
+
+
+_TIME = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)
+AUDIT_QUERY = [
+    query("limit", "events per page, 1 to 500 (default 100)", Schema(type=OpenAPIType.INTEGER)),
+    query("cursor", "the next_cursor of the previous page"),
+    query("since", "only events at or after this RFC 3339 time", _TIME),
+    query("until", "only events before this RFC 3339 time", _TIME),
+    query("route", "only this route template, e.g. /api/v1/ie/requestqueue/apikey/requests"),
+    query("status", "only this HTTP status", Schema(type=OpenAPIType.INTEGER)),
+    query("outcome", "only this outcome: ok, an error code, replayed, charged, refunded, ..."),
+]
 
 
 def page_params(request: AnyRequest) -> tuple[int, str | None]:
@@ -76,7 +89,11 @@ def _moment(raw: str | None, name: str) -> datetime | None:
     return moment
 
 
-@get("/audit", responses={200: documented(AuditPage), 400: documented(ErrorBody, "Bad query")})
+@get(
+    "/audit",
+    responses={200: documented(AuditPage), 400: error("bad_request: a bad query"), **TENANT_ERRORS},
+    operation_class=documented_operation(parameters=AUDIT_QUERY),
+)
 async def own_audit(request: AnyRequest) -> dict[str, Any]:
     """Your own audit events, newest first; pass ``next_cursor`` back as ``cursor``. Filters
     as on ``/admin/audit``: ``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``."""

@@ -14,7 +14,6 @@ from typing import Any
 
 from litestar import Request
 from litestar.exceptions import InternalServerException
-from litestar.openapi import ResponseSpec
 
 from gateway.errors import (
     BadRequest,
@@ -39,7 +38,6 @@ from gateway.store.base import Decision
 __all__ = (
     "Services",
     "admin_principal",
-    "documented",
     "header",
     "note_ratelimit",
     "query_count",
@@ -68,11 +66,6 @@ class Services:
     store: Store
     store_failure_mode: str
     now: Callable[[], datetime]
-
-
-def documented(container: Any, description: str = "Success") -> ResponseSpec:
-    """An OpenAPI response description (no generated examples: they vary between runs)."""
-    return ResponseSpec(container, generate_examples=False, description=description)
 
 
 def services(request: AnyRequest) -> Services:

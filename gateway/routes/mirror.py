@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request, Router, get, post
-from litestar.enums import ParamType
-from litestar.openapi.spec import (
-    OpenAPIMediaType,
-    OpenAPIType,
-    Operation,
-    Parameter,
-    RequestBody,
-    Schema,
-)
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.params import FromPath
 
 from gateway.errors import (
@@ -25,7 +16,6 @@ from gateway.errors import (
     UnknownModel,
 )
 from gateway.routes.deps import (
-    documented,
     header,
     note_ratelimit,
     read_body,
@@ -36,9 +26,19 @@ from gateway.routes.deps import (
     tenant_principal,
     tenant_read,
 )
+from gateway.routes.docs import (
+    RATELIMIT_HEADERS,
+    TENANT_ERRORS,
+    documented,
+    documented_operation,
+    error,
+    query,
+)
+from gateway.routes.docs import (
+    header as header_parameter,
+)
 from gateway.routes.reply import Reply
 from gateway.schemas import (
-    ErrorBody,
     ModelIdList,
     RequestList,
     RequestRecord,
@@ -55,15 +55,35 @@ MAX_LIST_LIMIT = 100
 EXAMPLE_MODEL = "Kling-Text2Video-V2-Master"
 _JSON = "application/json"
 _ERRORS = {
-    status: documented(ErrorBody, text)
-    for status, text in (
-        (400, "Invalid body or query"),
-        (401, "Missing, unknown or expired key"),
-        (404, "Unknown model, or a request id this tenant does not own"),
-        (429, "A tenant limit: code rate_limited, concurrency_exceeded or budget_exhausted"),
-        (503, "Upstream or store unavailable"),
-    )
+    400: error("invalid_payload, invalid_json, incomplete_body or bad_request"),
+    **TENANT_ERRORS,
+    403: error("forbidden: a model this key may not use"),
+    404: error("unknown_model, or not_found: a request id this tenant does not own"),
+    429: error(
+        "rate_limited, concurrency_exceeded or budget_exhausted (your limits), or"
+        " upstream_rate_limited; wait Retry-After"
+    ),
+    500: error("upstream_error (the upstream's own 5xx, relayed), or internal_error"),
+    502: error("upstream_auth_failed, or upstream_error: an answer the gateway cannot read"),
+    503: error(
+        "upstream_unavailable (unreachable, or the circuit is open: see Retry-After),"
+        " store_unavailable, or upstream_error (the upstream's own 503)"
+    ),
 }
+_TOO_LARGE = {413: error("payload_too_large: the body is over the gateway's limit")}
+_CATALOG = documented_operation(
+    parameters=[
+        header_parameter(
+            "If-None-Match", "ETags of copies you hold: 304 without a body if one is current"
+        )
+    ],
+    headers={
+        **RATELIMIT_HEADERS,
+        "ETag": "this answer's entity tag",
+        "X-Cache": "HIT, MISS or STALE (served while one refresh runs, or the upstream fails)",
+    },
+)
+_NOT_MODIFIED = {304: documented(None, "Not modified: your If-None-Match holds the current ETag")}
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -83,7 +103,11 @@ def _cacheable(request: AnyRequest, body: bytes, etag: str, cache: str) -> Reply
     return Reply(body, headers=headers)
 
 
-@get("/models", responses={200: documented(ModelIdList), **_ERRORS})
+@get(
+    "/models",
+    responses={200: documented(ModelIdList), **_NOT_MODIFIED, **_ERRORS},
+    operation_class=_CATALOG,
+)
 async def list_models(request: AnyRequest) -> Reply:
     """Model ids this tenant may use."""
     tenant = (await tenant_read(request)).tenant
@@ -100,7 +124,11 @@ def _model_list(ids: tuple[str, ...], allowed: frozenset[str] | None) -> tuple[b
     return body, etag_of(body)
 
 
-@get("/models/{model_id:str}", responses={200: documented(dict), **_ERRORS})
+@get(
+    "/models/{model_id:str}",
+    responses={200: documented(dict), **_NOT_MODIFIED, **_ERRORS},
+    operation_class=_CATALOG,
+)
 async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Reply:
     """A model's detail and parameter schema (404 for models this tenant may not use)."""
     tenant = (await tenant_read(request)).tenant
@@ -110,32 +138,31 @@ async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Reply:
     return _cacheable(request, entry.value.raw, entry.value.etag, entry.cache)
 
 
-@dataclass
-class _SubmitOperation(Operation):
-    """Documents the submit body (read raw, to forward it byte for byte) and Idempotency-Key."""
+def _json_object(**fields: Schema) -> RequestBody:
+    """A required JSON object body with these required ``fields`` (the route reads it raw)."""
+    schema = Schema(type=OpenAPIType.OBJECT, required=list(fields), properties=dict(fields))
+    return RequestBody(required=True, content={_JSON: OpenAPIMediaType(schema=schema)})
 
-    def __post_init__(self) -> None:
-        self.parameters = [
-            *(self.parameters or []),
-            Parameter(
-                name="Idempotency-Key",
-                param_in=ParamType.HEADER,
-                required=False,
-                description=(
-                    "Replays within 24 h return the stored answer without a second job or "
-                    "charge (Idempotent-Replayed: true); the same key with another body is 422, "
-                    "while the first is in flight 409."
-                ),
-                schema=Schema(type=OpenAPIType.STRING, max_length=255),
-            ),
-        ]
-        self.request_body = _json_object(
-            model=Schema(type=OpenAPIType.STRING, examples=[EXAMPLE_MODEL]),
-            payload=Schema(
-                type=OpenAPIType.OBJECT,
-                description="checked against GET /models/{model} parameters",
-            ),
+
+_SUBMIT = documented_operation(
+    parameters=[
+        header_parameter(
+            "Idempotency-Key",
+            "Replays within 24 h return the stored answer without a second job or charge"
+            " (Idempotent-Replayed: true); the same key with another body is 422, while the"
+            " first is in flight 409.",
+            Schema(type=OpenAPIType.STRING, max_length=255),
         )
+    ],
+    body=_json_object(
+        model=Schema(type=OpenAPIType.STRING, examples=[EXAMPLE_MODEL]),
+        payload=Schema(
+            type=OpenAPIType.OBJECT,
+            description="checked against GET /models/{model} parameters",
+        ),
+    ),
+    headers={**RATELIMIT_HEADERS, "Idempotent-Replayed": "true on a replay of an earlier answer"},
+)
 
 
 @post(
@@ -143,15 +170,19 @@ class _SubmitOperation(Operation):
     responses={
         200: documented(SubmitRecord),
         **_ERRORS,
-        409: documented(ErrorBody, "idempotency_conflict: this Idempotency-Key is in flight"),
-        422: documented(
-            ErrorBody,
+        **_TOO_LARGE,
+        409: error("idempotency_conflict: this Idempotency-Key is in flight"),
+        422: error(
             "idempotency_key_reused (another body), or job_exceeds_budget (the job alone costs"
-            " more than a whole budget period: no Retry-After)",
+            " more than a whole budget period: no Retry-After)"
+        ),
+        504: error(
+            "upstream_timeout: the submit got no answer; the job may exist and be billed, do"
+            " not resubmit blindly"
         ),
     },
     status_code=200,
-    operation_class=_SubmitOperation,
+    operation_class=_SUBMIT,
 )
 async def submit_request(request: AnyRequest) -> Reply:
     """Submit a job; the payload is validated against the model's schema before it is sent."""
@@ -166,7 +197,11 @@ async def submit_request(request: AnyRequest) -> Reply:
     return Reply(result.body, status=result.status, headers=replayed)
 
 
-@get("/requests/{request_id:str}", responses={200: documented(RequestRecord), **_ERRORS})
+@get(
+    "/requests/{request_id:str}",
+    responses={200: documented(RequestRecord), **_ERRORS},
+    operation_class=documented_operation(),
+)
 async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Reply:
     """One of this tenant's jobs (404 for any id it does not own)."""
     principal = tenant_principal(request)
@@ -178,7 +213,21 @@ async def get_request(request: AnyRequest, request_id: FromPath[str]) -> Reply:
     return Reply(await jobs.current(poll.job, claimed=poll.claimed))
 
 
-@get("/requests", responses={200: documented(RequestList), **_ERRORS})
+_COUNT = Schema(type=OpenAPIType.INTEGER, minimum=0)
+
+
+@get(
+    "/requests",
+    responses={200: documented(RequestList), **_ERRORS},
+    operation_class=documented_operation(
+        parameters=[
+            query("model_id", "only jobs of this model (exact, case-sensitive)"),
+            query("limit", "jobs per page, at most 100 (more is 100); 0: only total", _COUNT),
+            query("page_size", "the same as limit", _COUNT),
+            query("offset", "jobs to skip, newest first", _COUNT),
+        ]
+    ),
+)
 async def list_requests(request: AnyRequest) -> Reply:
     """This tenant's jobs, newest first: query ``model_id``, ``limit`` (max 100; 0 gives only
     ``total``, as the upstream does), ``offset``."""
@@ -197,20 +246,13 @@ async def list_requests(request: AnyRequest) -> Reply:
     return Reply(body)
 
 
-@dataclass
-class _UploadOperation(Operation):
-    """Documents the upload-slot body (read raw, to forward it byte for byte)."""
-
-    def __post_init__(self) -> None:
-        file_type = Schema(type=OpenAPIType.STRING, enum=list(FILE_TYPES))
-        self.request_body = _json_object(file_type=file_type)
-
-
 @post(
     "/upload-url",
-    responses={200: documented(UploadSlot), **_ERRORS},
+    responses={200: documented(UploadSlot), **_ERRORS, **_TOO_LARGE},
     status_code=200,
-    operation_class=_UploadOperation,
+    operation_class=documented_operation(
+        body=_json_object(file_type=Schema(type=OpenAPIType.STRING, enum=list(FILE_TYPES)))
+    ),
 )
 async def create_upload_url(request: AnyRequest) -> Reply:
     """A presigned upload slot for an image-to-video input file (costs one read)."""
@@ -221,12 +263,6 @@ async def create_upload_url(request: AnyRequest) -> Reply:
         uploads.check(body)
     await spend_read(request, principal)
     return Reply(await uploads.slot(body))
-
-
-def _json_object(**fields: Schema) -> RequestBody:
-    """A required JSON object body with these required ``fields`` (the route reads it raw)."""
-    schema = Schema(type=OpenAPIType.OBJECT, required=list(fields), properties=dict(fields))
-    return RequestBody(required=True, content={_JSON: OpenAPIMediaType(schema=schema)})
 
 
 _MAX_COUNT = 999_999_999

@@ -8,7 +8,8 @@ import msgspec
 from litestar import Request, Response, get
 
 from gateway import metrics
-from gateway.routes.deps import documented, services
+from gateway.routes.deps import services
+from gateway.routes.docs import documented
 from gateway.schemas import ErrorBody, HealthBody, ReadyBody
 from gateway.store import StoreError
 
@@ -31,7 +32,10 @@ async def metrics_endpoint(request: AnyRequest) -> Response[bytes]:
     return Response(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
 
 
-@get(HEALTH_PATH, tags=["operations"])
+_NO_KEY: list[dict[str, list[str]]] = [{}]  # probes take no key
+
+
+@get(HEALTH_PATH, tags=["operations"], security=_NO_KEY)
 async def healthz() -> HealthBody:
     """The process is alive and its event loop answers."""
     return HealthBody(status="ok")
@@ -40,7 +44,11 @@ async def healthz() -> HealthBody:
 @get(
     READY_PATH,
     tags=["operations"],
-    responses={503: documented(ErrorBody, "Not ready: the store is unreachable")},
+    security=_NO_KEY,
+    responses={
+        200: documented(ReadyBody),
+        503: documented(ErrorBody, "not_ready: the store is unreachable"),
+    },
 )
 async def readyz(request: AnyRequest) -> Response[bytes]:
     """Config is loaded and the store answers (the upstream is deliberately not checked)."""

@@ -6,15 +6,20 @@ from typing import Any
 
 from litestar import Request, Router, get
 
-from gateway.routes.deps import documented, note_ratelimit, services, tenant_principal
-from gateway.schemas import ErrorBody, UsageBody
+from gateway.routes.deps import note_ratelimit, services, tenant_principal
+from gateway.routes.docs import TENANT_ERRORS, documented, documented_operation
+from gateway.schemas import UsageBody
 
 __all__ = ("usage_router",)
 
 AnyRequest = Request[Any, Any, Any]
 
 
-@get("/usage", responses={200: documented(UsageBody), 401: documented(ErrorBody, "Bad key")})
+@get(
+    "/usage",
+    responses={200: documented(UsageBody), **TENANT_ERRORS},
+    operation_class=documented_operation(),
+)
 async def usage(request: AnyRequest) -> dict[str, Any]:
     """Your limits, what you used, what remains, when each resets, and your jobs in flight.
 
