@@ -531,7 +531,7 @@ class RedisStore(Store):
 
     def _oldest_audit_id(self) -> str:
         """The first stream entry id inside the audit retention."""
-        return f"{int((self._clock() - self._audit_retention) * 1000)}-0"
+        return f"{max(0, int((self._clock() - self._audit_retention) * 1000))}-0"
 
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
         """Append the batch once, even if it comes again after a reply was lost (the audit
@@ -620,7 +620,7 @@ class RedisStore(Store):
         # Bounded by the retention too: a trail is trimmed only when appended to, so an idle
         # tenant's could still hold events past it.
         oldest = self._oldest_audit_id()
-        if written_after is not None:  # an entry id is the time it was appended, in ms
+        if written_after is not None and written_after > 0:  # an entry id: when it was appended
             oldest = max(oldest, f"{int(written_after * 1000) + 1}-0", key=_stream_id)
         entries: Any = await self._call(self._redis.xrevrange(stream, newest, oldest, count))
         return [(entry_id.decode(), bytes(fields[b"e"])) for entry_id, fields in entries]

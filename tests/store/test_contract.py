@@ -300,6 +300,9 @@ async def test_audit_entries_appended_before_a_time_can_be_left_out(
     found = await store.read_audit("a", before=None, count=10, written_after=cut)
     assert [body for _, body in found] == [b"new"]
     assert await store.read_audit("a", before=found[0][0], count=10, written_after=cut) == []
+    for long_ago in (0.0, -60.0):  # since the epoch, less the clock slack
+        everything = await store.read_audit("a", before=None, count=10, written_after=long_ago)
+        assert [body for _, body in everything] == [b"new", b"old"]
 
 
 async def test_audit_events_past_the_retention_are_not_read_from_an_idle_trail(
