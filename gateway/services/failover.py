@@ -206,7 +206,10 @@ class StoreFailover(Store):
                 return settled
             local = self._local  # a charge made locally in an outage, or not written back yet
         if self._charged_in_shared(tenant, request_id):
-            return None  # settled there, once written back: by a poll or the reconciler
+            # Settled there once written back (by a poll or the reconciler); here only its
+            # local slot is freed, so the local cap does not count a job that has ended.
+            await local.settle(tenant, request_id, refund=False)
+            return None
         return await local.settle(tenant, request_id, refund=refund, expired=expired)
 
     def _charged_in_shared(self, tenant: str, request_id: str) -> bool:

@@ -117,7 +117,7 @@ async def test_a_shared_reservation_settled_during_the_outage_is_settled_once(
 ) -> None:
     """Its job ended while Redis was away: settling it in the local store would be reported
     once, and again when the written-back job is settled in Redis, where the charge is."""
-    failover, shared, _ = stores
+    failover, shared, local = stores
     cost = charge(clock, "blip-4", cost=10)
     await failover.begin_submit("t", cost, LIMITS, hold_until=clock.now + 60)
     with redis.Redis.from_url(fragile_redis.url) as persist:
@@ -125,6 +125,7 @@ async def test_a_shared_reservation_settled_during_the_outage_is_settled_once(
     fragile_redis.stop()
     await failover.add_job("t", "job-4", "m", b"{}", charge=cost, deadline=clock.now + 600)
     assert await failover.settle("t", "job-4", refund=True) is None  # the job failed: not here
+    assert await day_used(local, cost) == (0, 0)  # but the local cap no longer counts it
     fragile_redis.start()
     assert await failover.settle("t", "job-4", refund=True) is None  # nor before write-back
     await failover.write_back_once()
