@@ -223,7 +223,8 @@ class Store(abc.ABC):
         """Record that ``tenant`` owns ``request_id`` and add it to the tenant's job index.
 
         ``created_at`` is taken from the store's clock. Adding an id the tenant already owns
-        keeps the original ``created_at`` and index position and replaces only the record.
+        keeps the original ``created_at`` and index position and replaces only the record
+        (not a final one: see ``update_job_record``).
         A job is retained for the store's ``job_retention_seconds`` after it was added; after
         that it is gone from lookups, the index and the totals.
 

@@ -140,7 +140,8 @@ class MemoryStore(Store):
         jobs = self._purged(tenant, now)
         existing = self._live(jobs.get(request_id))
         if existing is not None:
-            job = replace(existing, record=record)
+            final = (tenant, request_id) in self._final  # a job's last record stays
+            job = existing if final else replace(existing, record=record)
         else:
             # An expired leftover is dropped first so the new job goes to the end of the
             # insertion order, which _purged relies on.

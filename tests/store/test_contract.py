@@ -103,6 +103,7 @@ async def test_a_final_record_is_never_replaced(store: Store) -> None:
     assert await store.update_job_record("a", "r1", b"processing")
     assert await store.update_job_record("a", "r1", b"success", final=True)
     assert await store.update_job_record("a", "r1", b"processing (late)") is True  # owned
+    await store.add_job("a", "r1", M1, b"queued (written back after an outage)")
     job = await store.get_job("a", "r1")
     assert job is not None
     assert job.record == b"success"

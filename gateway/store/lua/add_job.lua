@@ -20,7 +20,9 @@ if created and tonumber(created) <= cutoff then
   created = false
 end
 if created then
-  redis.call('HSET', KEYS[1], 'record', ARGV[3])
+  if redis.call('HGET', KEYS[1], 'final') ~= '1' then  -- a job's last record stays
+    redis.call('HSET', KEYS[1], 'record', ARGV[3])
+  end
 else
   created = ARGV[4]
   redis.call('HSET', KEYS[1], 'model', ARGV[2], 'created_at', created, 'record', ARGV[3])
