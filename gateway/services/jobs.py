@@ -257,21 +257,17 @@ class Jobs:
         return await self._coalesced(job, claimed=claimed)
 
     async def _coalesced(self, job: StoredJob, *, claimed: bool) -> bytes:
-        """The record to serve: a terminal one as stored; unless ``claimed``, the stored one
-        (another caller, maybe on another replica, is refreshing it or did less than
-        ``status_ttl`` ago: a slow upstream must not hold up every poll behind that refresh);
-        else this replica's refresh in flight, else a new refresh."""
+        """The record to serve: a terminal one as stored; a new refresh if ``claimed`` and none
+        runs on this replica; else the stored one (another caller, maybe on another replica,
+        is refreshing it or did less than ``status_ttl`` ago: a slow upstream holds up only
+        the poll that asked it, never the polls behind it)."""
         tenant, request_id = job.tenant, job.request_id
         if job_status(job.record) in TERMINAL_STATUSES:
             metrics.CACHE_LOOKUPS.labels("status", "hit").inc()
             return job.record
-        if not claimed:
+        if not claimed or (tenant, request_id) in self._inflight:
             metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
             return job.record
-        pending = self._inflight.get((tenant, request_id))
-        if pending is not None:  # claimed again while an earlier refresh is still running
-            metrics.CACHE_LOOKUPS.labels("status", "coalesced").inc()
-            return await asyncio.shield(pending)
         metrics.CACHE_LOOKUPS.labels("status", "miss").inc()
         future = asyncio.ensure_future(self.refresh(job))
         self._inflight[tenant, request_id] = future

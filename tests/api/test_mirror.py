@@ -297,7 +297,7 @@ def test_a_slow_upstream_holds_up_only_the_poll_that_refreshes(
     headers = {"Authorization": f"Bearer {keys.studio}"}
     base = gateway.url + MIRROR
 
-    async def scenario() -> tuple[float, bool, float]:
+    async def scenario() -> tuple[float, float, bool, float]:
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
             submitted = await http.post(
                 "/requests", json={"model": MODEL, "payload": {"prompt": "slow [sim:stuck]"}}
@@ -311,15 +311,21 @@ def test_a_slow_upstream_holds_up_only_the_poll_that_refreshes(
             assert behind.status_code == 200
             assert behind.json()["status"] == "queued"
             behind_took = time.monotonic() - started
+            await asyncio.sleep(1.0)  # past the status TTL: this poll wins the next claim
+            started = time.monotonic()
+            claimant = await http.get(f"/requests/{request_id}")
+            assert claimant.status_code == 200
+            claimant_took = time.monotonic() - started
             refresh_still_running = not refreshing.done()
             assert (await refreshing).status_code == 200
             await asyncio.sleep(1.1)  # past the status TTL: the list claims the next refresh
             started = time.monotonic()
             listed = await http.get("/requests", params={"limit": 1})
             assert listed.json()["requests"][0]["request_id"] == request_id
-            return behind_took, refresh_still_running, time.monotonic() - started
+            return behind_took, claimant_took, refresh_still_running, time.monotonic() - started
 
-    behind_took, refresh_still_running, list_took = asyncio.run(scenario())
+    behind_took, claimant_took, refresh_still_running, list_took = asyncio.run(scenario())
     assert refresh_still_running
-    assert behind_took < 2.0  # the upstream takes 4 s
+    assert behind_took < 1.0  # the upstream takes 4 s
+    assert claimant_took < 1.0  # a refresh of the job was still running on this replica
     assert list_took < 3.5
