@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_PROMPT_TEXT = 4_000  # Kling's limit is 2,500; container runtimes split line
 AUDIT_BATCH = 256
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
+DROP_LOG_SECONDS = 10.0
 AUDIT_SHUTDOWN_SECONDS = 5.0  # for a store that hangs; serve's drain leaves this much for it
 
 _errors = structlog.get_logger("gateway.audit")
@@ -119,7 +121,7 @@ Sink = Callable[[Sequence[AuditEvent]], Awaitable[None]]
 class _Drain:
     """One sink's own buffer and what it is writing, so a slow sink never holds back another."""
 
-    __slots__ = ("name", "queue", "sink", "writing")
+    __slots__ = ("dropped", "dropped_logged_at", "name", "queue", "sink", "writing")
 
     def __init__(self, sink: Sink, capacity: int) -> None:
         self.sink = sink
@@ -127,6 +129,8 @@ class _Drain:
         # ``None`` is the wake-up call of close(), never an event.
         self.queue: asyncio.Queue[AuditEvent | None] = asyncio.Queue(maxsize=capacity)
         self.writing = 0  # events in the sink call under way: lost if it is cancelled
+        self.dropped = 0  # since the last log line about drops
+        self.dropped_logged_at = float("-inf")
 
 
 class AuditLog:
@@ -141,18 +145,21 @@ class AuditLog:
         self._closing = False
 
     def emit(self, event: AuditEvent) -> None:
-        """Queue an event for every sink without waiting; a full buffer drops and counts it."""
+        """Queue an event for every sink without waiting; a full buffer drops and counts it.
+
+        Drops are logged at most every ``DROP_LOG_SECONDS`` per sink, with their count: a
+        line per event would flood the error log (and double its volume) through an outage.
+        """
         for drain in self._drains:
             try:
                 drain.queue.put_nowait(event)
             except asyncio.QueueFull:
                 metrics.AUDIT_EVENTS_DROPPED.inc()
-                _errors.error(
-                    "audit_event_dropped",
-                    sink=drain.name,
-                    outcome=event.outcome,
-                    tenant=event.tenant,
-                )
+                drain.dropped += 1
+                now = time.monotonic()
+                if now - drain.dropped_logged_at >= DROP_LOG_SECONDS:
+                    _errors.error("audit_events_dropped", sink=drain.name, events=drain.dropped)
+                    drain.dropped, drain.dropped_logged_at = 0, now
 
     async def run(self) -> None:
         """Drain every sink's buffer into it, in batches, until closed and all written."""
