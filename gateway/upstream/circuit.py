@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import structlog
+
 from gateway import metrics
 
 __all__ = ("CircuitBreaker",)
 
 _STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+_log = structlog.get_logger("gateway.upstream")
 
 
 class CircuitBreaker:
@@ -51,14 +54,23 @@ class CircuitBreaker:
 
     def record(self, *, ok: bool) -> None:
         self._probing = False
+        was_open = self._opened_at is not None
         if ok:
             self._failures = 0
             self._opened_at = None
+            if was_open:
+                _log.warning("upstream_circuit_closed")
         else:
             self._failures += 1
             if self._opened_at is not None or self._failures >= self._threshold:
                 self._opened_at = self._clock()
                 self._publish_when_cooled_down()
+                if not was_open:
+                    _log.warning(
+                        "upstream_circuit_opened",
+                        failures=self._failures,
+                        cooldown_seconds=self._cooldown,
+                    )
         self._publish()
 
     def _publish(self) -> None:

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from urllib.parse import quote
 
 import httpx
+import structlog
 
 from gateway import metrics
 from gateway.upstream.circuit import CircuitBreaker
@@ -36,6 +37,7 @@ _UPLOAD = "POST /upload-url"
 # one tenant's bad payloads must not open the circuit for everyone. Polls still count 500s.
 # (The same rule serves the other POST, /upload-url.)
 _POST_FAILURES = RETRYABLE_STATUSES - {500}
+_log = structlog.get_logger("gateway.upstream")
 # Failures raised before a single byte of the request left: a submit that hit one is safe to
 # report as "not sent". Everything else (read/write timeouts, broken connections, protocol
 # errors) may come after the upstream received the request.
@@ -112,6 +114,7 @@ class UpstreamClient:
         self._sleep = sleep
         self._clock = clock
         self._closed = False
+        self._auth_logged_at = float("-inf")
         self.circuit = CircuitBreaker(
             threshold=circuit_threshold, cooldown=circuit_cooldown, clock=clock
         )
@@ -174,7 +177,7 @@ class UpstreamClient:
             # exception, whose request carries the Authorization header.
             raise failure
         result = _response(response, self._clock() - started)
-        _observe(endpoint, str(result.status), result.elapsed)
+        self._answered(endpoint, result)
         self.circuit.record(ok=result.status not in _POST_FAILURES)
         return result
 
@@ -220,7 +223,7 @@ class UpstreamClient:
             else:
                 last = _response(response, self._clock() - started)
                 failure = None
-                _observe(endpoint, str(last.status), last.elapsed)
+                self._answered(endpoint, last)
                 self.circuit.record(ok=last.status not in RETRYABLE_STATUSES)
                 if last.status not in RETRYABLE_STATUSES:
                     return last
@@ -239,14 +242,22 @@ class UpstreamClient:
         assert failure is not None  # the loop only breaks after an attempt
         raise failure  # outside any handler: no httpx exception (or its headers) in the chain
 
+    def _answered(self, endpoint: str, result: UpstreamResponse) -> None:
+        """Count an answer. A refused GMI key is logged too, at most once a minute: every call
+        fails with it, and only the operator can fix it."""
+        _observe(endpoint, str(result.status), result.elapsed)
+        if result.status in (401, 403) and self._clock() - self._auth_logged_at >= 60:
+            self._auth_logged_at = self._clock()
+            _log.error("upstream_auth_rejected", endpoint=endpoint, status=result.status)
+
     def _admit(self, endpoint: str) -> bool:
         """Raise when the call must not go out; otherwise say whether it is the circuit's probe."""
         if self._closed:
             raise UpstreamUnavailable(f"upstream client is closed; {endpoint} not sent")
         half_open = self.circuit.state == "half_open"
         wait = self.circuit.wait_before_call()
-        if wait is not None:
-            _observe(endpoint, "circuit_open", 0.0)
+        if wait is not None:  # counted, but no latency: no call was made
+            metrics.UPSTREAM_REQUESTS.labels(endpoint, "circuit_open").inc()
             raise UpstreamUnavailable(
                 f"upstream circuit open after repeated failures; retry in {wait:.0f}s",
                 retry_after=wait,

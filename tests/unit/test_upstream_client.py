@@ -9,6 +9,8 @@ from importlib.metadata import version
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from gateway.upstream import (
     UpstreamAmbiguous,
@@ -432,20 +434,42 @@ async def test_circuit_opens_fails_fast_and_recovers_through_one_probe() -> None
     upstream = client(
         recorder, clock=lambda: now[0], get_attempts=1, circuit_threshold=3, circuit_cooldown=10.0
     )
-    for _ in range(3):
-        assert (await upstream.list_models()).status == 503
-    assert upstream.circuit.state == "open"
-    with pytest.raises(UpstreamUnavailable, match="circuit open") as caught:
-        await upstream.list_models()
-    assert caught.value.retry_after == 10.0
-    with pytest.raises(UpstreamUnavailable, match="circuit open"):
-        await upstream.submit(b"{}")
-    assert len(recorder.requests) == 3  # nothing more reached the upstream
-    now[0] = 10.0
-    recorder.answers = [httpx.Response(200, content=b"{}")]
-    assert upstream.circuit.state == "half_open"
-    assert (await upstream.list_models()).status == 200
-    assert upstream.circuit.state == "closed"
+    latencies = REGISTRY.get_sample_value(
+        "gmigw_upstream_request_duration_seconds_count", {"endpoint": "GET /models"}
+    )
+    with capture_logs() as logs:
+        for _ in range(3):
+            assert (await upstream.list_models()).status == 503
+        assert upstream.circuit.state == "open"
+        with pytest.raises(UpstreamUnavailable, match="circuit open") as caught:
+            await upstream.list_models()
+        assert caught.value.retry_after == 10.0
+        with pytest.raises(UpstreamUnavailable, match="circuit open"):
+            await upstream.submit(b"{}")
+        assert len(recorder.requests) == 3  # nothing more reached the upstream
+        now[0] = 10.0
+        recorder.answers = [httpx.Response(200, content=b"{}")]
+        assert upstream.circuit.state == "half_open"
+        assert (await upstream.list_models()).status == 200
+        assert upstream.circuit.state == "closed"
+    # Each change of state is logged once; refused calls took no time, so they add no latency.
+    assert [e["event"] for e in logs] == ["upstream_circuit_opened", "upstream_circuit_closed"]
+    assert (
+        REGISTRY.get_sample_value(
+            "gmigw_upstream_request_duration_seconds_count", {"endpoint": "GET /models"}
+        )
+        == (latencies or 0) + 4
+    )
+
+
+async def test_a_refused_gmi_key_is_logged_for_the_operator_once_a_minute() -> None:
+    now = [0.0]
+    upstream = client(Recorder(httpx.Response(401)), clock=lambda: now[0], circuit_threshold=100)
+    with capture_logs() as logs:
+        for second in (0.0, 1.0, 59.0, 60.0):
+            now[0] = second
+            assert (await upstream.list_models()).status == 401
+    assert [(e["event"], e["log_level"]) for e in logs] == [("upstream_auth_rejected", "error")] * 2
 
 
 async def test_a_failed_probe_reopens_the_circuit() -> None:
