@@ -77,7 +77,7 @@ QUOTA_REJECTIONS = Counter(
 )
 CACHE_LOOKUPS = Counter(
     "gmigw_cache_lookups_total",
-    "Cache lookups by cache and result (hit, miss, stale).",
+    "Cache lookups by cache and result (hit, miss, stale; status polls also coalesced).",
     ["cache", "result"],
 )
 JOBS_SUBMITTED = Counter(

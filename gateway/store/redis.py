@@ -73,6 +73,8 @@ class RedisStore(Store):
         # A semaphore, not redis-py's BlockingConnectionPool: the same bound on connections,
         # at a fraction of the cost per command when there is no contention.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        for kind in ("ConnectionError", "TimeoutError"):  # an outage's first error is an increase
+            metrics.STORE_ERRORS.labels(kind)
         self._clock = clock
         self._retention = job_retention_seconds
         self._prefix = prefix

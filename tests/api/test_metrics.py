@@ -100,4 +100,7 @@ def test_one_scrape_sums_every_worker(two_workers: ServerProcess) -> None:
             for s in f.samples
         }
         assert value(scrape, "gmigw_http_requests_total", route="/healthz") == 21  # + the probe
+    # Present at 0 before any error, so an alert on increase() sees an outage's first one.
+    store_errors = ("gmigw_store_errors_total", frozenset({("kind", "ConnectionError")}))
+    assert scrape[store_errors] == 0
     assert promtool_check(text) == ""

@@ -103,3 +103,28 @@ def test_usage_shows_jobs_held_before_a_limit_was_lowered(
     )
     day = limits["video_seconds_per_day"]
     assert (day["limit"], day["used"], day["remaining"]) == (5, 10, 0)
+
+
+def test_a_removed_tenants_jobs_in_flight_gauge_goes_to_zero(
+    reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
+) -> None:
+    """Left at its last value, a removed tenant would keep dashboards and alerts going."""
+
+    def in_flight() -> float | None:
+        scrape = httpx.get(reloading_gateway.url + "/metrics").text
+        for line in scrape.splitlines():
+            if line.startswith('gmigw_jobs_in_flight{tenant="rival"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    job = {"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "a kite [sim:stuck]"}}
+    with client_for(reloading_gateway, keys.rival) as rival:
+        rival.post("/requests", json=job).raise_for_status()
+    assert in_flight() == 1
+    text = own_tenants.read_text()
+    own_tenants.write_text(
+        text[: text.index("  - id: rival")] + text[text.index("  - id: narrow") :]
+    )
+    admin = {"Authorization": f"Bearer {keys.admin}"}
+    httpx.post(reloading_gateway.url + "/admin/reload", headers=admin).raise_for_status()
+    assert in_flight() == 0
