@@ -264,7 +264,10 @@ class RequestContextMiddleware:
             series[1].observe(elapsed)
             sink = getattr(getattr(scope.get("app"), "state", None), "audit", None)
             if sink is None or scope["path"] in self._unaudited:
-                self._log.info(
+                # Probes and scrapes come every few seconds: worth a line only when they fail.
+                probe = scope["path"] in self._unaudited and status < 400
+                log = self._log.debug if probe else self._log.info
+                log(
                     "request",
                     method=method,
                     route=route,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +105,14 @@ def test_one_scrape_sums_every_worker(two_workers: ServerProcess) -> None:
     store_errors = ("gmigw_store_errors_total", frozenset({("kind", "ConnectionError")}))
     assert scrape[store_errors] == 0
     assert promtool_check(text) == ""
+
+
+def test_probes_and_scrapes_that_succeed_log_at_debug_only(gateway: ServerProcess) -> None:
+    """The chart's probes and a scrape come every few seconds: about 20 lines a minute a pod
+    at info. (The tests' gateways log at debug, so the lines are there to look at.)"""
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(gateway.url + path).status_code == 200
+    lines = [json.loads(line) for line in gateway.output().splitlines() if '"request"' in line]
+    probes = [line for line in lines if line.get("route") in {"/healthz", "/readyz", "/metrics"}]
+    assert probes
+    assert {line["level"] for line in probes} == {"debug"}
