@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
+import httpx
 from redis.connection import parse_url
 
 __all__ = (
@@ -142,13 +143,24 @@ class Settings:
         upstream_url = env.get("GATEWAY_UPSTREAM_URL", DEFAULT_UPSTREAM_URL).rstrip("/")
         if not upstream_url.startswith(("http://", "https://")):
             raise SettingsError("GATEWAY_UPSTREAM_URL must be an http:// or https:// URL")
+        try:
+            host = httpx.URL(upstream_url).host
+        except httpx.InvalidURL as exc:
+            raise SettingsError(f"GATEWAY_UPSTREAM_URL is not a valid URL: {exc}") from None
+        if not host:
+            raise SettingsError("GATEWAY_UPSTREAM_URL has no host")
+        org_id = env.get("GATEWAY_UPSTREAM_ORG_ID", "").strip() or None
+        if org_id is not None and not _header_safe(org_id):
+            raise SettingsError(
+                "GATEWAY_UPSTREAM_ORG_ID holds a control or non-ASCII character (a line break?)"
+            )
         redis_url = env.get("GATEWAY_REDIS_URL") or None
         if redis_url is not None:
             _check_redis_url(redis_url)
         settings = cls(
             upstream_api_key=key,
             upstream_url=upstream_url,
-            upstream_org_id=env.get("GATEWAY_UPSTREAM_ORG_ID") or None,
+            upstream_org_id=org_id,
             redis_url=Secret(redis_url) if redis_url else None,
             tenants_file=Path(tenants) if tenants else None,
             store_failure_mode="open" if mode == "open" else "closed",
@@ -235,11 +247,15 @@ def _check_redis_url(url: str) -> None:
         raise SettingsError("GATEWAY_REDIS_URL must start with redis://, rediss:// or unix://")
     try:
         _parse_redis_url(url)
+        parsed = True
     except ValueError:
+        parsed = False
+    database = "" if url.startswith("unix://") else urlsplit(url).path.strip("/")
+    if not parsed or (database and not database.isdigit()):  # redis-py would use database 0
         raise SettingsError(
-            "GATEWAY_REDIS_URL does not parse (host, port, database; percent-encode reserved "
-            "characters in the password, / as %2F); the value is not shown"
-        ) from None
+            "GATEWAY_REDIS_URL does not parse (host, port, database number; percent-encode "
+            "reserved characters in the password, / as %2F); the value is not shown"
+        )
 
 
 def _parse_redis_url(url: str) -> dict[str, object]:
@@ -260,7 +276,17 @@ def _api_key(env: Mapping[str, str]) -> Secret:
             raise SettingsError(f"GMI_API_KEY_FILE: cannot read {path}: {exc.strerror}") from None
     if not value:
         raise SettingsError("GMI_API_KEY or GMI_API_KEY_FILE is required: the shared upstream key")
+    if not _header_safe(value.strip()):
+        raise SettingsError(
+            "GMI_API_KEY holds a control or non-ASCII character (a pasted line break?); "
+            "the value is not shown"
+        )
     return Secret(value.strip())
+
+
+def _header_safe(value: str) -> bool:
+    """Sendable in an HTTP header as is: printable ASCII (every upstream call would fail)."""
+    return value.isascii() and value.isprintable()
 
 
 def _positive(

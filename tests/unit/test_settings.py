@@ -51,7 +51,13 @@ def test_key_from_file(tmp_path: Path) -> None:
         ({**BASE, "GATEWAY_STORE_FAILURE_MODE": "ajar"}, "GATEWAY_STORE_FAILURE_MODE"),
         ({**BASE, "GATEWAY_LOG_LEVEL": "loud"}, "GATEWAY_LOG_LEVEL"),
         ({**BASE, "GATEWAY_UPSTREAM_URL": "ftp://x"}, "GATEWAY_UPSTREAM_URL"),
+        ({**BASE, "GATEWAY_UPSTREAM_URL": "http://[::1"}, "GATEWAY_UPSTREAM_URL"),
+        ({**BASE, "GATEWAY_UPSTREAM_URL": "https://"}, "GATEWAY_UPSTREAM_URL"),
+        # A trailing line break, as helm --set-file gives: every upstream call would fail.
+        ({**BASE, "GATEWAY_UPSTREAM_ORG_ID": "0f1e-org\nx"}, "GATEWAY_UPSTREAM_ORG_ID"),
+        ({**BASE, "GMI_API_KEY": "gmi-k\ney"}, "GMI_API_KEY holds a control"),
         ({**BASE, "GATEWAY_REDIS_URL": "http://x"}, "GATEWAY_REDIS_URL"),
+        ({**BASE, "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/O"}, "GATEWAY_REDIS_URL"),
         ({**BASE, "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,nope"}, "GATEWAY_TRUSTED_PROXIES"),
         ({**BASE, "GATEWAY_MAX_BODY_BYTES": "-1"}, "GATEWAY_MAX_BODY_BYTES"),
         ({**BASE, "GATEWAY_UPSTREAM_READ_TIMEOUT": "soon"}, "GATEWAY_UPSTREAM_READ_TIMEOUT"),
