@@ -114,8 +114,14 @@ def _in_process(name: str) -> Callable[[argparse.Namespace], int]:
 
 def drain_seconds(settings: Settings) -> int:
     """How long a stopping worker may take: a request in flight gets its whole upstream time
-    (a submit cut short would be charged and never recorded), then the audit flush its own."""
-    upstream = settings.upstream_connect_timeout + settings.upstream_read_timeout
+    (a submit cut short would be charged and never recorded), then the audit flush its own.
+
+    The longest request makes three upstream calls in a row: a submit on a cold catalog reads
+    the model list, then the model, then posts. Each takes connect + read at most, a GET that
+    retried its fast failures ``upstream_retry_window`` more.
+    """
+    attempt = settings.upstream_connect_timeout + settings.upstream_read_timeout
+    upstream = 3 * attempt + 2 * settings.upstream_retry_window
     return math.ceil(upstream + AUDIT_SHUTDOWN_SECONDS)
 
 

@@ -240,6 +240,7 @@ def _upstream_client(settings: Settings) -> UpstreamClient:
         org_id=settings.upstream_org_id,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        retry_window=settings.upstream_retry_window,
         pool_size=settings.upstream_pool_size,
         circuit_threshold=settings.circuit_threshold,
         circuit_cooldown=settings.circuit_cooldown_seconds,

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
-import httpx
 from redis.connection import parse_url
 
 __all__ = (
@@ -91,6 +90,9 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 30.0
+    # GETs retry only within this long of their first attempt (fast failures): serve's drain
+    # counts on it. Not read from the environment.
+    upstream_retry_window: float = 5.0
     upstream_pool_size: int = 64
     catalog_ttl_seconds: float = 60.0
     job_retention_seconds: float = 30 * 86400.0
@@ -144,8 +146,9 @@ class Settings:
         if not upstream_url.startswith(("http://", "https://")):
             raise SettingsError("GATEWAY_UPSTREAM_URL must be an http:// or https:// URL")
         try:
-            host = httpx.URL(upstream_url).host
-        except httpx.InvalidURL as exc:
+            parts = urlsplit(upstream_url)
+            host, _ = parts.hostname, parts.port  # .port raises for one out of range
+        except ValueError as exc:
             raise SettingsError(f"GATEWAY_UPSTREAM_URL is not a valid URL: {exc}") from None
         if not host:
             raise SettingsError("GATEWAY_UPSTREAM_URL has no host")

@@ -75,6 +75,7 @@ class UpstreamClient:
         read_timeout: float = 30.0,
         pool_size: int = 64,
         get_attempts: int = 3,
+        retry_window: float = 5.0,
         backoff_base: float = 0.1,
         backoff_max: float = 2.0,
         retry_budget_ratio: float = 0.2,
@@ -106,6 +107,7 @@ class UpstreamClient:
         )
         self._pool_size = pool_size
         self._get_attempts = max(1, get_attempts)
+        self._retry_window = retry_window
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._budget = RetryBudget(
@@ -191,12 +193,16 @@ class UpstreamClient:
     async def _get(
         self, endpoint: str, path: str, params: Mapping[str, str] | None = None
     ) -> UpstreamResponse:
-        """GET with retries on transport errors and 429/5xx, each retry paid from the budget.
+        """GET with retries on transport errors and 429/5xx, each retry paid from the budget,
+        and only within ``retry_window`` seconds of the first attempt: retries are for failures
+        that come fast, so a GET takes at most that window plus one attempt (connect + read),
+        which ``serve``'s drain counts on.
 
         The last answer is returned, even a 5xx: the gateway relays it. Transport failures
         raise :class:`UpstreamUnavailable` once no retry is left (attempts, budget, circuit).
         """
         self._budget.deposit()
+        first = self._clock()
         attempt = 0
         last: UpstreamResponse | None = None
         failure: UpstreamUnavailable | None = None
@@ -227,16 +233,19 @@ class UpstreamClient:
                 self.circuit.record(ok=last.status not in RETRYABLE_STATUSES)
                 if last.status not in RETRYABLE_STATUSES:
                     return last
-            if attempt >= self._get_attempts or not self._budget.try_withdraw():
+            if attempt >= self._get_attempts:
                 break
-            await self._sleep(
-                backoff_delay(
-                    attempt,
-                    base=self._backoff_base,
-                    maximum=self._backoff_max,
-                    retry_after=last.retry_after if last is not None else None,
-                )
+            delay = backoff_delay(
+                attempt,
+                base=self._backoff_base,
+                maximum=self._backoff_max,
+                retry_after=last.retry_after if last is not None else None,
             )
+            if self._clock() - first + delay > self._retry_window:
+                break  # a slow failure is not tried again: a GET takes one attempt's time
+            if not self._budget.try_withdraw():
+                break
+            await self._sleep(delay)
         if last is not None:
             return last
         assert failure is not None  # the loop only breaks after an attempt

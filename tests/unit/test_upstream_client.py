@@ -237,6 +237,24 @@ async def test_last_retryable_answer_is_returned_after_all_attempts() -> None:
     assert sleeps == [0.5, 0.5]  # Retry-After honoured
 
 
+async def test_a_get_retries_fast_failures_only_so_it_takes_one_attempts_time() -> None:
+    """serve's drain counts on it: three attempts at a hanging upstream took three timeouts."""
+    now = [0.0]
+
+    def slow_503(request: httpx.Request) -> httpx.Response:
+        recorder.requests.append(request)
+        now[0] += 6.0  # a failure that took longer than the retry window
+        return httpx.Response(503)
+
+    recorder = Recorder(httpx.Response(503))
+    response = await client(slow_503, clock=lambda: now[0], get_attempts=3).get_request("r1")
+    assert response.status == 503
+    assert len(recorder.requests) == 1
+    fast = Recorder(httpx.Response(503))
+    assert (await client(fast, get_attempts=3).get_request("r1")).status == 503
+    assert len(fast.requests) == 3
+
+
 async def test_retry_after_is_capped_at_backoff_max() -> None:
     recorder = Recorder(httpx.Response(429, headers={"Retry-After": "30"}), httpx.Response(200))
     sleeps: list[float] = []
