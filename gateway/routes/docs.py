@@ -67,19 +67,17 @@ ADMIN_ERRORS = {
 
 
 def query(name: str, description: str, schema: Schema | None = None) -> Parameter:
-    return Parameter(
-        name=name,
-        param_in=ParamType.QUERY,
-        required=False,
-        description=description,
-        schema=schema or Schema(type=OpenAPIType.STRING),
-    )
+    return _optional(ParamType.QUERY, name, description, schema)
 
 
 def header(name: str, description: str, schema: Schema | None = None) -> Parameter:
+    return _optional(ParamType.HEADER, name, description, schema)
+
+
+def _optional(place: ParamType, name: str, description: str, schema: Schema | None) -> Parameter:
     return Parameter(
         name=name,
-        param_in=ParamType.HEADER,
+        param_in=place,
         required=False,
         description=description,
         schema=schema or Schema(type=OpenAPIType.STRING),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -13,15 +15,29 @@ from tests.support.processes import ServerProcess, start_gateway
 MODEL = "Kling-Text2Video-V2-Master"
 
 
+@contextmanager
+def circuit_gateway(
+    sim: ServerProcess, tenants_file: Path, tmp_path: Path, *, threshold: int, cooldown: int
+) -> Iterator[ServerProcess]:
+    """A gateway of its own: the session's keeps its circuit shut for the other tests."""
+    env = {
+        "GATEWAY_CIRCUIT_THRESHOLD": str(threshold),
+        "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": str(cooldown),
+    }
+    gateway = start_gateway(
+        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
+        name=f"circuit-{threshold}-{cooldown}", extra_env=env,
+    )  # fmt: skip
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
 def test_open_circuit_fails_fast_without_calling_upstream(
     sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
 ) -> None:
-    env = {"GATEWAY_CIRCUIT_THRESHOLD": "3", "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "30"}
-    gateway = start_gateway(
-        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
-        name="circuit", extra_env=env,
-    )  # fmt: skip
-    try:
+    with circuit_gateway(sim, tenants_file, tmp_path, threshold=3, cooldown=30) as gateway:
         sim_control.fault("GET /models", status=503, rate=1.0)
         with client_for(gateway, keys.studio) as studio:
             first = studio.get("/models")
@@ -36,20 +52,13 @@ def test_open_circuit_fails_fast_without_calling_upstream(
             assert sim_control.calls()["GET /models"] == before
         metrics = httpx.get(gateway.url + "/metrics").text
         assert "gmigw_upstream_circuit_state 2.0" in metrics
-    finally:
-        gateway.stop()
 
 
 def test_one_tenants_rejected_submits_do_not_open_the_circuit_for_all(
     sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
 ) -> None:
     """The upstream answers 500 "Backend error (400)" to payloads its vendor refuses (spec §8)."""
-    env = {"GATEWAY_CIRCUIT_THRESHOLD": "3", "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "30"}
-    gateway = start_gateway(
-        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
-        name="circuit-submits", extra_env=env,
-    )  # fmt: skip
-    try:
+    with circuit_gateway(sim, tenants_file, tmp_path, threshold=3, cooldown=30) as gateway:
         sim_control.fault("POST /requests", status=500, rate=1.0)
         body = {"model": MODEL, "payload": {"prompt": "refused by the vendor"}}
         with client_for(gateway, keys.studio) as studio:
@@ -61,25 +70,16 @@ def test_one_tenants_rejected_submits_do_not_open_the_circuit_for_all(
             assert accepted.status_code == 200, accepted.text
         metrics = httpx.get(gateway.url + "/metrics").text
         assert "gmigw_upstream_circuit_state 0.0" in metrics
-    finally:
-        gateway.stop()
 
 
 def test_the_circuit_gauge_leaves_open_when_the_cooldown_ends_without_traffic(
     sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
 ) -> None:
     """README alerts on gmigw_upstream_circuit_state == 2: it must clear with no further call."""
-    env = {"GATEWAY_CIRCUIT_THRESHOLD": "2", "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "1"}
-    gateway = start_gateway(
-        tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants_file,
-        name="circuit-gauge", extra_env=env,
-    )  # fmt: skip
-    try:
+    with circuit_gateway(sim, tenants_file, tmp_path, threshold=2, cooldown=1) as gateway:
         sim_control.fault("GET /models", status=503, rate=1.0)
         with client_for(gateway, keys.studio) as studio:
             assert studio.get("/models").status_code == 503
         assert "gmigw_upstream_circuit_state 2.0" in httpx.get(gateway.url + "/metrics").text
         time.sleep(1.5)
         assert "gmigw_upstream_circuit_state 1.0" in httpx.get(gateway.url + "/metrics").text
-    finally:
-        gateway.stop()
