@@ -9,6 +9,7 @@ upstream catalog offers, and fixed enums. With several worker processes
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -20,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY
 
 __all__ = (
@@ -166,13 +168,34 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
-def exposition() -> bytes:
-    """The scrape body: this process's metrics, or every worker's in multiprocess mode."""
+def exposition(tenants: Collection[str] | None = None) -> bytes:
+    """The scrape body: this process's metrics, or every worker's in multiprocess mode.
+
+    With ``tenants``, ``gmigw_jobs_in_flight`` shows only those: a tenant removed from the
+    tenants file would otherwise keep its last value for ever (in any worker that set it, a
+    crashed one's file included).
+    """
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    if tenants is None:
         return generate_latest(registry)
-    return generate_latest(REGISTRY)
+    return generate_latest(_OnlyTenants(registry, frozenset(tenants)))
+
+
+class _OnlyTenants:
+    """A registry's families, with the jobs-in-flight samples of other tenants left out."""
+
+    def __init__(self, registry: CollectorRegistry, tenants: frozenset[str]) -> None:
+        self._registry = registry
+        self._tenants = tenants
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            if family.name == "gmigw_jobs_in_flight":
+                family.samples = [s for s in family.samples if s.labels["tenant"] in self._tenants]
+            yield family
 
 
 def forget_dead_workers() -> None:

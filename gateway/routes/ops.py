@@ -25,11 +25,14 @@ AnyRequest = Request[Any, Any, Any]
 @get(METRICS_PATH, tags=["operations"], include_in_schema=False)
 async def metrics_endpoint(request: AnyRequest) -> Response[bytes]:
     """Prometheus text exposition (every worker's metrics when several run)."""
+    tenants = None
     if not metrics.switched_off():
         found = services(request)
-        await found.quotas.publish_in_flight(found.tenants.current.tenants.values())
+        tenants = found.tenants.current.tenants
+        await found.quotas.publish_in_flight(tenants.values())
     # As a header: as media_type, Litestar would add a second "; charset=utf-8".
-    return Response(metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
+    body = metrics.exposition(tenants)
+    return Response(body, headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
 
 
 _NO_KEY: list[dict[str, list[str]]] = [{}]  # probes take no key

@@ -111,7 +111,6 @@ class Quotas:
         self._clock = clock
         self._hold = ambiguous_hold_seconds
         self.job_deadline_seconds = job_deadline_seconds
-        self._in_flight_published: set[str] = set()
 
     def charge_for(self, video_seconds: int) -> Charge:
         """A fresh reservation of ``video_seconds`` at the current time."""
@@ -270,11 +269,8 @@ class Quotas:
         except (StoreError, TimeoutError) as exc:
             _log.warning("in_flight_unknown", error=str(exc) or "the store did not answer")
             return
-        for gone in self._in_flight_published - counts.keys():  # removed from the tenants file
-            metrics.JOBS_IN_FLIGHT.labels(gone).set(0)
         for tenant_id, count in counts.items():
             metrics.JOBS_IN_FLIGHT.labels(tenant_id).set(count)
-        self._in_flight_published = set(counts)
 
     async def _states(
         self, tenant: Tenant, charge: Charge | None = None

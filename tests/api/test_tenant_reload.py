@@ -105,7 +105,7 @@ def test_usage_shows_jobs_held_before_a_limit_was_lowered(
     assert (day["limit"], day["used"], day["remaining"]) == (5, 10, 0)
 
 
-def test_a_removed_tenants_jobs_in_flight_gauge_goes_to_zero(
+def test_a_removed_tenants_jobs_in_flight_gauge_goes(
     reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
 ) -> None:
     """Left at its last value, a removed tenant would keep dashboards and alerts going."""
@@ -127,4 +127,4 @@ def test_a_removed_tenants_jobs_in_flight_gauge_goes_to_zero(
     )
     admin = {"Authorization": f"Bearer {keys.admin}"}
     httpx.post(reloading_gateway.url + "/admin/reload", headers=admin).raise_for_status()
-    assert in_flight() == 0
+    assert in_flight() is None
