@@ -85,8 +85,8 @@ async def all_audit(request: AnyRequest) -> dict[str, Any]:
     "/cache/invalidate",
     status_code=200,
     responses={
-        503: error("store_unavailable: dropped on this replica only; retry"),
         **ADMIN_ERRORS,
+        503: error("store_unavailable: dropped on this replica only; retry"),
     },
 )
 async def invalidate_cache(request: AnyRequest) -> dict[str, bool]:

@@ -63,6 +63,7 @@ TENANT_ERRORS = {
 ADMIN_ERRORS = {
     401: error("unauthorized: a missing or unknown admin key"),
     403: error("forbidden: a tenant key on an admin route"),
+    503: error("store_unavailable: the gateway's Redis cannot be reached; retry"),
 }
 
 

@@ -57,8 +57,10 @@ _JSON = "application/json"
 _ERRORS = {
     400: error("invalid_payload, invalid_json, incomplete_body or bad_request"),
     **TENANT_ERRORS,
-    403: error("forbidden: a model this key may not use"),
-    404: error("unknown_model, or not_found: a request id this tenant does not own"),
+    404: error(
+        "unknown_model (no such model, or one this key may not use), or not_found: a request"
+        " id this tenant does not own"
+    ),
     429: error(
         "rate_limited, concurrency_exceeded or budget_exhausted (your limits), or"
         " upstream_rate_limited; wait Retry-After"
