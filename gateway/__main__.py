@@ -118,10 +118,12 @@ def drain_seconds(settings: Settings) -> int:
 
     The longest request makes three upstream calls in a row: a submit on a cold catalog reads
     the model list, then the model, then posts. Each takes connect + read at most, a GET that
-    retried its fast failures ``upstream_retry_window`` more.
+    retried its fast failures ``upstream_retry_window`` more, and each catalog read may first
+    wait ``catalog_shared_wait`` for another replica's refresh.
     """
     attempt = settings.upstream_connect_timeout + settings.upstream_read_timeout
-    upstream = 3 * attempt + 2 * settings.upstream_retry_window
+    catalog_read = settings.catalog_shared_wait + settings.upstream_retry_window + attempt
+    upstream = 2 * catalog_read + attempt
     return math.ceil(upstream + AUDIT_SHUTDOWN_SECONDS)
 
 

@@ -113,7 +113,12 @@ def create_app(
             )
             holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             catalog = Catalog(
-                client, backend, ttl=settings.catalog_ttl_seconds, clock=clock, holder=holder
+                client,
+                backend,
+                ttl=settings.catalog_ttl_seconds,
+                clock=clock,
+                holder=holder,
+                shared_wait=settings.catalog_shared_wait,
             )
             trail = AuditTrail(backend)
             audit_log = None

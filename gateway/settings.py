@@ -90,9 +90,11 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 30.0
-    # GETs retry only within this long of their first attempt (fast failures): serve's drain
-    # counts on it. Not read from the environment.
+    # GETs retry only within this long of their first attempt (fast failures), and a replica
+    # waits at most this long for another's catalog refresh: serve's drain counts on both.
+    # Not read from the environment.
     upstream_retry_window: float = 5.0
+    catalog_shared_wait: float = 5.0
     upstream_pool_size: int = 64
     catalog_ttl_seconds: float = 60.0
     job_retention_seconds: float = 30 * 86400.0

@@ -32,7 +32,6 @@ from gateway.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 __all__ = ("Cached", "Catalog", "ModelEntry", "etag_of")
 
 MODELS_KEY = "models"
-SHARED_WAIT_SECONDS = 5.0
 GENERATION_CHECK_SECONDS = 1.0
 
 _log = structlog.get_logger("gateway.catalog")
@@ -86,10 +85,12 @@ class Catalog:
         ttl: float,
         clock: Callable[[], float],
         holder: str,
+        shared_wait: float = 5.0,
     ) -> None:
         self._upstream = upstream
         self._store = store
         self._ttl = ttl
+        self._shared_wait = shared_wait
         self._clock = clock
         self._holder = holder
         self._local: dict[str, _Entry] = {}
@@ -199,7 +200,7 @@ class Catalog:
     ) -> Cached[Any] | None:
         """Another replica holds the refresh lease: use its result when it lands."""
         waited = 0.0
-        while waited < SHARED_WAIT_SECONDS:
+        while waited < self._shared_wait:
             await asyncio.sleep(0.05)
             waited += 0.05
             shared = await self._shared(key)

@@ -148,10 +148,10 @@ def test_pods_are_locked_down() -> None:
             {"autoscaling": {"enabled": True}, "redis": {"url": "redis://r:6379/0"}},
             "autoscaling needs resources.requests.cpu",
         ),
-        ({"preStopSleepSeconds": 10}, "terminationGracePeriodSeconds must be at least 135"),
+        ({"preStopSleepSeconds": 10}, "terminationGracePeriodSeconds must be at least 145"),
         (
             {"gateway": {"extraEnv": {"GATEWAY_UPSTREAM_READ_TIMEOUT": "60.5"}}},
-            "terminationGracePeriodSeconds must be at least 223",
+            "terminationGracePeriodSeconds must be at least 233",
         ),
     ],
 )
@@ -161,7 +161,7 @@ def test_settings_that_would_misbehave_are_refused(values: dict[str, Any], reaso
     fixed = {
         "redis": {"url": "redis://r:6379/0"},
         "preStopSleepSeconds": 5,
-        "terminationGracePeriodSeconds": 223,
+        "terminationGracePeriodSeconds": 233,
         "resources": {"requests": {"cpu": "1"}},
     }
     render({**REQUIRED, **values, **fixed})

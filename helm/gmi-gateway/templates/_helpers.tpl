@@ -63,9 +63,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $env := .Values.gateway.extraEnv | default dict }}
 {{- $connect := get $env "GATEWAY_UPSTREAM_CONNECT_TIMEOUT" | default "5" | float64 | ceil | int }}
 {{- $read := get $env "GATEWAY_UPSTREAM_READ_TIMEOUT" | default "30" | float64 | ceil | int }}
-{{- $requests := add (mul 3 (add $connect $read)) 10 }}
+{{- $requests := add (mul 3 (add $connect $read)) 20 }}
 {{- $needed := add .Values.preStopSleepSeconds $requests 10 }}
 {{- if lt (int .Values.terminationGracePeriodSeconds) (int $needed) }}
-{{- fail (printf "terminationGracePeriodSeconds must be at least %d: preStopSleepSeconds, then the gateway's drain (a request in flight makes up to three upstream calls of connect + read timeout each, plus 10 s of retries: %d s; the audit flush 5 s), and 5 s to spare" (int $needed) (int $requests)) }}
+{{- fail (printf "terminationGracePeriodSeconds must be at least %d: preStopSleepSeconds, then the gateway's drain (a request in flight makes up to three upstream calls of connect + read timeout each, plus 20 s of retries and waits for other replicas: %d s; the audit flush 5 s), and 5 s to spare" (int $needed) (int $requests)) }}
 {{- end }}
 {{- end }}
