@@ -147,8 +147,9 @@ class AuditLog:
     def emit(self, event: AuditEvent) -> None:
         """Queue an event for every sink without waiting; a full buffer drops and counts it.
 
-        Drops are logged at most every ``DROP_LOG_SECONDS`` per sink, with their count: a
-        line per event would flood the error log (and double its volume) through an outage.
+        Drops are logged at most every ``DROP_LOG_SECONDS`` per sink, with their count, and
+        the rest once the sink writes again (or at shutdown): a line per event would flood the
+        error log, and double its volume, through an outage.
         """
         for drain in self._drains:
             try:
@@ -158,8 +159,8 @@ class AuditLog:
                 drain.dropped += 1
                 now = time.monotonic()
                 if now - drain.dropped_logged_at >= DROP_LOG_SECONDS:
-                    _errors.error("audit_events_dropped", sink=drain.name, events=drain.dropped)
-                    drain.dropped, drain.dropped_logged_at = 0, now
+                    _report_drops(drain)
+                    drain.dropped_logged_at = now
 
     async def run(self) -> None:
         """Drain every sink's buffer into it, in batches, until closed and all written."""
@@ -169,6 +170,7 @@ class AuditLog:
         """Ask the drains to finish: each writes what it holds, then returns (shutdown)."""
         self._closing = True
         for drain in self._drains:
+            _report_drops(drain)
             # Wakes a drain waiting for events; a full buffer means its drain is not waiting.
             with contextlib.suppress(asyncio.QueueFull):
                 drain.queue.put_nowait(None)
@@ -211,6 +213,7 @@ class AuditLog:
             except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the drain
                 failure = str(exc)
             else:
+                _report_drops(drain)  # the sink is back: the rest of what it missed
                 return
             if self._closing:
                 metrics.AUDIT_EVENTS_DROPPED.inc(len(batch))
@@ -223,6 +226,12 @@ class AuditLog:
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+
+def _report_drops(drain: _Drain) -> None:
+    if drain.dropped:
+        _errors.error("audit_events_dropped", sink=drain.name, events=drain.dropped)
+        drain.dropped = 0
 
 
 async def stop(
