@@ -10,6 +10,7 @@ observation of a terminal status settles the job's charge (exactly once, in the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable
 from dataclasses import dataclass, replace
@@ -143,11 +144,15 @@ class Jobs:
             )
         except (UpstreamTimeout, _AcceptedButUnrecorded) as exc:
             if claim is not None:  # a replay must not create a second job
-                await self._finish(tenant.id, claim, exc)
+                # The client must hear what happened upstream, not that the store failed too
+                # (the claim then expires on its own, a retry meanwhile gets 409).
+                with contextlib.suppress(StoreUnavailable):
+                    await self._finish(tenant.id, claim, exc)
             raise
         except BaseException:
             if claim is not None:
-                await self._call_store(self._store.abandon_idempotent(tenant.id, claim.key))
+                with contextlib.suppress(StoreUnavailable):
+                    await self._call_store(self._store.abandon_idempotent(tenant.id, claim.key))
             raise
 
     async def _forward(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -78,6 +79,31 @@ def test_closed_mode_answers_503_and_forwards_nothing(
             assert httpx.get(server.url + "/readyz").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_job_redis_lost_mid_submit_is_reported_as_accepted_with_or_without_a_key(
+    sim: ServerProcess, sim_control: SimControl, redis_to_kill: RedisServer, tmp_path: Path
+) -> None:
+    """With an Idempotency-Key, the failure to store the key's answer used to replace the
+    answer with 'nothing was sent upstream', although the upstream had the job."""
+    server = gateway(sim, redis_to_kill, tmp_path, "closed", "mid-submit")
+    try:
+        with httpx.Client(
+            base_url=server.url + MIRROR, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        ) as client:
+            assert client.get("/models").status_code == 200  # the catalog is warm
+            sim_control.fault("POST /requests", latency_ms=1500)
+            with ThreadPoolExecutor(1) as pool:
+                submitted = pool.submit(
+                    client.post, "/requests", json=BODY, headers={"Idempotency-Key": "k-1"}
+                )
+                time.sleep(0.7)  # reserved, and upstream
+                redis_to_kill.stop()
+                answer = submitted.result()
+    finally:
+        server.stop()
+    assert answer.status_code == 503
+    assert "the upstream accepted job" in answer.json()["error"]
 
 
 def test_open_mode_serves_under_a_local_cap_and_writes_back(
