@@ -72,6 +72,29 @@ async def test_a_script_error_is_a_store_error(store: RedisStore, own_server: Re
         await store.get_job("a", "r1")
 
 
+async def test_a_redis_out_of_memory_refuses_the_reservation_itself(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
+) -> None:
+    """Once a script has written, Redis lets it write on past maxmemory: a reservation whose
+    first write was a prune got through, and only recording the job failed, after the upstream
+    had taken it. The submit must fail before anything is sent."""
+    limits = SubmitLimits(max_concurrent_jobs=5, video_seconds_per_day=100)
+    cost = Charge("t1", 5, "2026-11-24", "2026-11", clock.now + 600, clock.now + 6000)
+    await store.begin_submit("a", cost, limits, hold_until=clock.now + 1)  # an expired slot
+    clock.advance(10)
+    with redis.Redis.from_url(own_server.url) as client:
+        client.config_set("maxmemory", 1)  # below what is used: every denied write is refused
+        try:
+            late = Charge("t2", 5, "2026-11-24", "2026-11", clock.now + 600, clock.now + 6000)
+            with pytest.raises(StoreError, match="OutOfMemoryError"):
+                await store.begin_submit("a", late, limits, hold_until=clock.now + 60)
+        finally:
+            client.config_set("maxmemory", 0)
+    states, in_use = await store.usage("a", limits, None, cost)
+    assert in_use == 0
+    assert {s.name: s.used for s in states}["video_seconds_per_day"] == 5  # t2 left nothing
+
+
 async def test_a_wrong_password_is_a_store_error_without_it(
     own_server: RedisServer, clock: FakeClock
 ) -> None:

@@ -42,8 +42,10 @@ if rate_limit > 0 then
   end
 end
 
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local in_use = redis.call('ZCARD', KEYS[2])
+-- Read-only until every limit passed: the first write must be one Redis refuses at maxmemory
+-- (SET, INCRBY), or the whole reservation would get through and only recording the job, after
+-- the upstream took it, would fail. Expired slots are pruned once the budgets are charged.
+local in_use = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[2], '+inf')
 local conc_limit = tonumber(ARGV[6])
 if conc_limit > 0 and in_use >= conc_limit then violated = true end
 
@@ -58,12 +60,13 @@ if not violated then
   if rate_limit > 0 then
     redis.call('SET', KEYS[1], stored, 'PX', math.ceil((new_us - now_us) / 1000) + 1)
   end
-  redis.call('ZADD', KEYS[2], ARGV[9], ARGV[3])
   local margin = 2 * 86400 * 1000
   redis.call('INCRBY', KEYS[3], cost)
   redis.call('PEXPIRE', KEYS[3], math.ceil((tonumber(ARGV[10]) - now) * 1000) + margin)
   redis.call('INCRBY', KEYS[4], cost)
   redis.call('PEXPIRE', KEYS[4], math.ceil((tonumber(ARGV[11]) - now) * 1000) + margin)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('ZADD', KEYS[2], ARGV[9], ARGV[3])
   if claim then
     local ttl = tonumber(ARGV[13])
     redis.call('DEL', claim)
