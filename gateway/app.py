@@ -107,6 +107,8 @@ def create_app(
             shared = store or _store(settings, clock)
             if store is None:
                 stack.push_async_callback(shared.aclose)
+            if isinstance(shared, RedisStore):
+                await _warn_if_redis_evicts(shared)
             open_mode = settings.store_failure_mode == "open"
             backend = StoreFailover(
                 shared, MemoryStore(clock=clock, job_retention_seconds=86400) if open_mode else None
@@ -259,6 +261,18 @@ def _store(settings: Settings, clock: Callable[[], float]) -> Store:
     return RedisStore.from_url(
         settings.redis_url.reveal(), clock=clock, job_retention_seconds=retention
     )
+
+
+async def _warn_if_redis_evicts(store: RedisStore) -> None:
+    """Job ownership, quota counters and Idempotency-Key answers must not be evicted."""
+    policy = await store.eviction_policy()
+    if policy not in (None, "noeviction"):
+        _log.warning(
+            "redis_evicts_keys",
+            maxmemory_policy=policy,
+            consequence="under memory pressure Redis drops job ownership, quota counters and "
+            "Idempotency-Key answers; set maxmemory-policy noeviction",
+        )
 
 
 def _error_response(

@@ -650,6 +650,15 @@ class RedisStore(Store):
     async def cache_generation(self) -> int:
         return int(await self._call(self._redis.get(self._generation)) or 0)
 
+    async def eviction_policy(self) -> str | None:
+        """Redis's ``maxmemory-policy``, or ``None`` when it cannot be read (managed Redis often
+        forbids CONFIG, or Redis is not up yet)."""
+        try:
+            reply = await self._redis.config_get("maxmemory-policy")
+        except (RedisError, OSError):
+            return None
+        return reply.get("maxmemory-policy")
+
     async def ping(self) -> None:
         await self._call(self._redis.ping())
 

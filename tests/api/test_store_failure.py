@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import UPSTREAM_KEY, SimControl
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
@@ -132,3 +133,19 @@ def test_open_mode_serves_under_a_local_cap_and_writes_back(
     finally:
         server.stop()
     assert '"event":"unchecked_request"' in server.output()
+
+
+def test_a_redis_that_evicts_keys_is_reported_at_start(
+    sim: ServerProcess, redis_to_kill: RedisServer, tmp_path: Path
+) -> None:
+    """volatile-lru is ElastiCache's and Memorystore's default: it would silently drop job
+    ownership, quota counters and Idempotency-Key answers under memory pressure."""
+    with redis.Redis.from_url(redis_to_kill.url) as client:
+        client.config_set("maxmemory-policy", "volatile-lru")
+    server = gateway(sim, redis_to_kill, tmp_path, "closed", "evicting")
+    try:
+        warnings = [line for line in server.output().splitlines() if "redis_evicts_keys" in line]
+    finally:
+        server.stop()
+    assert len(warnings) == 1
+    assert '"maxmemory_policy":"volatile-lru"' in warnings[0]
