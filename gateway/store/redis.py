@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
 
 from gateway import metrics
 from gateway.store.base import (
@@ -683,6 +684,11 @@ class RedisStore(Store):
                 return await operation
         except (RedisError, OSError) as exc:
             metrics.STORE_ERRORS.labels(type(exc).__name__).inc()
+            if isinstance(exc, ReadOnlyError):
+                # A failover demoted the server these connections reach: connect afresh, to
+                # wherever the URL leads now (a managed endpoint, a proxy), rather than fail on.
+                with contextlib.suppress(RedisError, OSError):
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
             raise StoreError(
                 f"redis {type(exc).__name__}: {_without_credentials(str(exc))}"
             ) from None

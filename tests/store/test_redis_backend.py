@@ -95,6 +95,61 @@ async def test_a_redis_out_of_memory_refuses_the_reservation_itself(
     assert {s.name: s.used for s in states}["video_seconds_per_day"] == 5  # t2 left nothing
 
 
+class _Proxy:
+    """A TCP endpoint that forwards each new connection to ``target`` (a port), as a managed
+    Redis endpoint does after a failover: old connections stay where they were."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+            sink.close()
+
+        await asyncio.gather(
+            pipe(reader, upstream_writer), pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_after_a_failover_the_store_leaves_the_demoted_server(
+    own_server: RedisServer, clock: FakeClock
+) -> None:
+    """Connections kept to the old primary, now a replica, failed every write until restarted."""
+    with RedisServer(find_redis_server()) as other:
+        proxy = _Proxy(own_server.port)
+        await proxy.start()
+        url = f"redis://:{PASSWORD}@127.0.0.1:{proxy.port}/0"
+        store = RedisStore.from_url(url, clock=clock)
+        try:
+            await store.add_job("a", "r1", "m", b"1")  # a pooled connection to own_server
+            with redis.Redis.from_url(own_server.url) as demoted:
+                demoted.replicaof("127.0.0.1", other.port)  # the failover: now a replica
+            proxy.target = other.port  # the endpoint leads to the new primary
+            with pytest.raises(StoreError, match="ReadOnlyError"):
+                await store.add_job("a", "r2", "m", b"2")
+            await store.add_job("a", "r3", "m", b"3")  # on a fresh connection, to the primary
+            with redis.Redis.from_url(f"redis://127.0.0.1:{other.port}/0") as primary:
+                assert primary.exists("gmigw:{a}:job:r3")
+        finally:
+            await store.aclose()
+            await proxy.stop()
+
+
 async def test_a_wrong_password_is_a_store_error_without_it(
     own_server: RedisServer, clock: FakeClock
 ) -> None:
