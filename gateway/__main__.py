@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from granian import Granian
-from granian.constants import Interfaces, Loops
+from granian.constants import HTTPModes, Interfaces, Loops
 from granian.log import LogLevels
 
 from gateway.audit import AUDIT_SHUTDOWN_SECONDS
@@ -23,6 +23,9 @@ from gateway.services.tenants import TenantConfigError, load_tenants, new_key
 from gateway.settings import Settings, SettingsError
 
 __all__ = ("drain_seconds", "main")
+
+BACKLOG = 4096
+BACKPRESSURE = 16384  # requests (and connections) a worker takes at once
 
 DEFAULT_PORT = 8080
 DEFAULT_SIM_PORT = 8081
@@ -158,6 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         loop=Loops.uvloop,
         websockets=False,
+        # HTTP/1 only (the ingress and the probes speak it), where granian closes a connection
+        # that sends no request within 30 s: in "auto" mode an idle connection was kept for
+        # ever, and 1,024 of them (the default backpressure) stopped a pod answering anything,
+        # /healthz included. A high backpressure lets idle connections cost only a socket.
+        http=HTTPModes.http1,
+        backlog=BACKLOG,
+        backpressure=BACKPRESSURE,
         log_level=LogLevels(settings.log_level),
         # Granian's own records go to the root logger: the same redacted JSON lines as ours.
         log_dictconfig={"handlers": {}, "loggers": {"_granian": {"propagate": True}}},
