@@ -257,9 +257,16 @@ def _upstream_client(settings: Settings) -> UpstreamClient:
 def _store(settings: Settings, clock: Callable[[], float]) -> Store:
     retention = settings.job_retention_seconds
     if settings.redis_url is None:
-        return MemoryStore(clock=clock, job_retention_seconds=retention)
+        return MemoryStore(
+            clock=clock,
+            job_retention_seconds=retention,
+            audit_max_events=settings.audit_max_events,
+        )
     return RedisStore.from_url(
-        settings.redis_url.reveal(), clock=clock, job_retention_seconds=retention
+        settings.redis_url.reveal(),
+        clock=clock,
+        job_retention_seconds=retention,
+        audit_max_events=settings.audit_max_events,
     )
 
 

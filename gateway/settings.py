@@ -96,6 +96,7 @@ class Settings:
     upstream_retry_window: float = 5.0
     catalog_shared_wait: float = 5.0
     upstream_pool_size: int = 64
+    audit_max_events: int = 100_000
     catalog_ttl_seconds: float = 60.0
     job_retention_seconds: float = 30 * 86400.0
     tenants_poll_seconds: float = 2.0
@@ -116,7 +117,8 @@ class Settings:
         Besides DESIGN §8's variables it reads ``GATEWAY_MAX_BODY_BYTES`` (request body limit),
         ``GATEWAY_UPSTREAM_CONNECT_TIMEOUT`` / ``GATEWAY_UPSTREAM_READ_TIMEOUT`` (seconds, at
         most 10 / 90 so a submit ends inside its Idempotency-Key claim),
-        ``GATEWAY_UPSTREAM_POOL_SIZE``, ``GATEWAY_CATALOG_TTL`` (seconds),
+        ``GATEWAY_UPSTREAM_POOL_SIZE``, ``GATEWAY_AUDIT_MAX_EVENTS`` (per audit stream),
+        ``GATEWAY_CATALOG_TTL`` (seconds),
         ``GATEWAY_JOB_RETENTION_DAYS``, ``GATEWAY_TENANTS_POLL_SECONDS``, and for quotas
         ``GATEWAY_JOB_DEADLINE_SECONDS`` (a job not ended by then is settled as expired),
         ``GATEWAY_AMBIGUOUS_HOLD_SECONDS`` (how long an unanswered submit holds its slot),
@@ -187,6 +189,7 @@ class Settings:
                 at_most=(MAX_READ_TIMEOUT, _SUBMIT_BOUND),
             ),
             upstream_pool_size=_positive(env, "GATEWAY_UPSTREAM_POOL_SIZE", 64, int),
+            audit_max_events=_positive(env, "GATEWAY_AUDIT_MAX_EVENTS", 100_000, int),
             catalog_ttl_seconds=_positive(env, "GATEWAY_CATALOG_TTL", 60.0, float),
             job_retention_seconds=_positive(
                 env,

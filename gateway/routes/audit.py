@@ -13,6 +13,7 @@ from gateway.errors import BadRequest
 from gateway.routes.deps import (
     note_ratelimit,
     query_count,
+    refusal_with_ratelimit,
     services,
     tenant_principal,
 )
@@ -99,9 +100,12 @@ async def own_audit(request: AnyRequest) -> dict[str, Any]:
     as on ``/admin/audit``: ``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``."""
     principal = tenant_principal(request)
     found = services(request)
-    note_ratelimit(request, await found.quotas.peek(principal.tenant))  # a 400 carries them too
-    limit, cursor = page_params(request)
-    only = filter_params(request)
+    async with refusal_with_ratelimit(request, principal):
+        limit, cursor = page_params(request)
+        only = filter_params(request)
+    # A read like any other: unmetered, a flood of these scans filled the trail and the CPU.
+    read = await found.quotas.take_read(principal.tenant)
+    note_ratelimit(request, read or await found.quotas.peek(principal.tenant))
     return await found.audit.query(principal.tenant.id, limit=limit, cursor=cursor, only=only)
 
 

@@ -36,6 +36,7 @@ LIMITS = {
     "sync": "max_concurrent_jobs: 1, video_seconds_per_day: 100",
     "small": "video_seconds_per_day: 10",
     "pollfail": "reads_per_minute: 50",
+    "auditor": "reads_per_minute: 2",
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
@@ -180,6 +181,18 @@ def test_a_poll_the_upstream_fails_still_carries_the_ratelimit_headers(
     assert answer.status_code == 503
     assert answer.headers["ratelimit-policy"] == '"reads_per_minute";q=50;w=60'
     assert answer.headers["ratelimit"].startswith('"reads_per_minute";r=')
+
+
+def test_the_audit_query_is_a_read_and_a_refused_one_costs_nothing(
+    replicas: list[ServerProcess],
+) -> None:
+    """Unmetered, a flood of audit queries (each a scan of up to 5,000 events) cost the replica
+    its CPU and the trail its history."""
+    with client(replicas[0], "auditor") as auditor:
+        audit = f"{replicas[0].url}/v1/audit"
+        assert auditor.get(audit, params={"limit": "0"}).status_code == 400
+        assert [auditor.get(audit).status_code for _ in range(3)] == [200, 200, 429]
+        assert auditor.get(f"{replicas[0].url}/v1/usage").status_code == 200  # still readable
 
 
 def test_a_refused_read_spends_nothing(replicas: list[ServerProcess]) -> None:

@@ -25,6 +25,9 @@ def test_defaults() -> None:
     assert settings.redis_url is None
     assert settings.store_failure_mode == "closed"
     assert settings.tenants_file == Path("/etc/gmi/tenants.yaml")
+    assert settings.audit_max_events == 100_000
+    sized = Settings.from_env({**BASE, "GATEWAY_AUDIT_MAX_EVENTS": "2000000"})
+    assert sized.audit_max_events == 2_000_000
 
 
 def test_secrets_never_show_in_repr() -> None:
@@ -60,6 +63,7 @@ def test_key_from_file(tmp_path: Path) -> None:
         ({**BASE, "GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/O"}, "GATEWAY_REDIS_URL"),
         ({**BASE, "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,nope"}, "GATEWAY_TRUSTED_PROXIES"),
         ({**BASE, "GATEWAY_MAX_BODY_BYTES": "-1"}, "GATEWAY_MAX_BODY_BYTES"),
+        ({**BASE, "GATEWAY_AUDIT_MAX_EVENTS": "0"}, "GATEWAY_AUDIT_MAX_EVENTS"),
         ({**BASE, "GATEWAY_UPSTREAM_READ_TIMEOUT": "soon"}, "GATEWAY_UPSTREAM_READ_TIMEOUT"),
     ],
 )
