@@ -8,12 +8,12 @@ from typing import Any
 from litestar import Request, Router, get, post
 from litestar.params import FromPath
 
-from gateway.errors import InvalidTenantsFile, NotFound
+from gateway.errors import BadRequest, InvalidTenantsFile, NotFound
 from gateway.routes.audit import AUDIT_QUERY, filter_params, page_params
 from gateway.routes.deps import admin_principal, services
 from gateway.routes.docs import ADMIN_ERRORS, documented, documented_operation, error, query
 from gateway.schemas import AuditPage, ReloadBody
-from gateway.services.tenants import Tenant
+from gateway.services.tenants import TENANT_ID_RULE, Tenant, is_tenant_id
 
 __all__ = ("admin_router",)
 
@@ -63,7 +63,11 @@ async def tenant_usage(request: AnyRequest, tenant_id: FromPath[str]) -> dict[st
 
 @get(
     "/audit",
-    responses={200: documented(AuditPage), 400: error("bad_request: a bad query"), **ADMIN_ERRORS},
+    responses={
+        200: documented(AuditPage),
+        400: error("bad_request: a bad query"),
+        **ADMIN_ERRORS,
+    },
     operation_class=documented_operation(
         parameters=[*AUDIT_QUERY, query("tenant", "only this tenant's events")], headers={}
     ),
@@ -73,12 +77,11 @@ async def all_audit(request: AnyRequest) -> dict[str, Any]:
     ``until``, ``route``, ``status`` and ``outcome``."""
     admin_principal(request)
     limit, cursor = page_params(request)
-    return await services(request).audit.query(
-        request.query_params.get("tenant") or None,
-        limit=limit,
-        cursor=cursor,
-        only=filter_params(request),
-    )
+    found = services(request)
+    tenant = request.query_params.get("tenant") or None
+    if tenant is not None and not is_tenant_id(tenant):  # a removed tenant's trail stays readable
+        raise BadRequest(f"tenant must be a tenant id ({TENANT_ID_RULE}), got {tenant[:70]!r}")
+    return await found.audit.query(tenant, limit=limit, cursor=cursor, only=filter_params(request))
 
 
 @post(

@@ -29,6 +29,7 @@ from gateway.errors import ExpiredKey, Unauthorized
 
 __all__ = (
     "LIMIT_NAMES",
+    "TENANT_ID_RULE",
     "Admin",
     "Limits",
     "Principal",
@@ -37,6 +38,7 @@ __all__ = (
     "TenantKey",
     "TenantsConfig",
     "hash_key",
+    "is_tenant_id",
     "load_tenants",
     "new_key",
     "parse_tenants",
@@ -59,7 +61,7 @@ _RATE_NAMES = ("submits_per_minute", "reads_per_minute")
 # A DNS label: tenant ids become Redis hash tags, metric labels and Kubernetes-friendly names.
 _TENANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_TENANT_ID_RULE = "1-63 characters of [a-z0-9-], starting and ending with a letter or digit"
+TENANT_ID_RULE = "1-63 characters of [a-z0-9-], starting and ending with a letter or digit"
 _KEY_ID_RULE = "1-128 characters of [A-Za-z0-9._-]"
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _RFC3339 = re.compile(
@@ -218,6 +220,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def is_tenant_id(value: str) -> bool:
+    """Whether ``value`` is a valid tenant id (configured or not)."""
+    return _TENANT_ID.fullmatch(value) is not None
+
+
 def new_key(tenant_id: str) -> tuple[str, str]:
     """A fresh key for ``tenant_id`` and the YAML entry to paste under the tenant's ``keys:``.
 
@@ -226,8 +233,8 @@ def new_key(tenant_id: str) -> tuple[str, str]:
     Raises:
         ValueError: ``tenant_id`` is not a valid tenant id.
     """
-    if not _TENANT_ID.fullmatch(tenant_id):
-        raise ValueError(f"tenant id {_shown(tenant_id)} must match {_TENANT_ID_RULE}")
+    if not is_tenant_id(tenant_id):
+        raise ValueError(f"tenant id {_shown(tenant_id)} must match {TENANT_ID_RULE}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = f"{tenant_id}-{secrets.token_hex(4)}"
     entry = f'- id: {key_id}\n  sha256: "{hash_key(key)}"'
@@ -411,7 +418,7 @@ class _Parser:
             self.problem(where, f"id: {_LOOKS_LIKE_KEY}")
             tenant_id = ""
         elif not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
-            self.problem(where, f"id: must be {_TENANT_ID_RULE}, got {_shown_id(tenant_id)}")
+            self.problem(where, f"id: must be {TENANT_ID_RULE}, got {_shown_id(tenant_id)}")
             tenant_id = ""
         else:
             where = f"{where} ({tenant_id})"

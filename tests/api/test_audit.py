@@ -129,6 +129,8 @@ def test_every_request_is_audited_once_with_its_outcome(
         assert [e["outcome"] for e in bad] == ["invalid_payload"]
         for status in ("\u00b2", "99", "1" * 40):
             assert admin.get("/admin/audit", params={"status": status}).status_code == 400
+        for tenant in ("{", "a}b", "Auditee"):  # no Redis key made of an arbitrary string
+            assert admin.get("/admin/audit", params={"tenant": tenant}).status_code == 400
     text = str(everything) + server.output()
     assert SECRET_PROMPT not in text
     for key in KEYS.values():
