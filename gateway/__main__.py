@@ -15,6 +15,7 @@ from pathlib import Path
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from gateway.audit import AUDIT_SHUTDOWN_SECONDS
@@ -25,6 +26,9 @@ from gateway.settings import Settings, SettingsError
 __all__ = ("drain_seconds", "main")
 
 BACKLOG = 4096
+# Longer than the keep-alive of the proxies in front (ingress-nginx and load balancers keep
+# idle upstream connections 60 s): one closed under a proxy's POST would be a 502.
+IDLE_CLOSE_SECONDS = 75
 BACKPRESSURE = 16384  # requests (and connections) a worker takes at once
 
 DEFAULT_PORT = 8080
@@ -162,10 +166,11 @@ def _serve(args: argparse.Namespace) -> int:
         loop=Loops.uvloop,
         websockets=False,
         # HTTP/1 only (the ingress and the probes speak it), where granian closes a connection
-        # that sends no request within 30 s: in "auto" mode an idle connection was kept for
+        # that sends no request for a while: in "auto" mode an idle connection was kept for
         # ever, and 1,024 of them (the default backpressure) stopped a pod answering anything,
         # /healthz included. A high backpressure lets idle connections cost only a socket.
         http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=IDLE_CLOSE_SECONDS * 1000),
         backlog=BACKLOG,
         backpressure=BACKPRESSURE,
         log_level=LogLevels(settings.log_level),

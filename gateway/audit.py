@@ -148,8 +148,8 @@ class AuditLog:
         """Queue an event for every sink without waiting; a full buffer drops and counts it.
 
         Drops are logged at most every ``DROP_LOG_SECONDS`` per sink, with their count, and
-        the rest once the sink writes again (or at shutdown): a line per event would flood the
-        error log, and double its volume, through an outage.
+        the rest once a failing sink writes again (or at shutdown): a line per event would
+        flood the error log, and double its volume, through an outage.
         """
         for drain in self._drains:
             try:
@@ -207,13 +207,16 @@ class AuditLog:
         still fails given up, counted and logged. The Redis trail adds a batch sent again
         only once, so a retry after a lost reply duplicates nothing."""
         delay = RETRY_FIRST_SECONDS
+        failed = False
         while True:
             try:
                 await drain.sink(batch)
             except Exception as exc:  # noqa: BLE001 - a failing sink must not stop the drain
                 failure = str(exc)
+                failed = True
             else:
-                _report_drops(drain)  # the sink is back: the rest of what it missed
+                if failed:  # the sink is back: the rest of what it missed while it was away
+                    _report_drops(drain)
                 return
             if self._closing:
                 metrics.AUDIT_EVENTS_DROPPED.inc(len(batch))
