@@ -138,6 +138,7 @@ def create_app(
                 audit=audit_log,
             )
             jobs = Jobs(backend, client, catalog, quotas, status_ttl=settings.status_ttl_seconds)
+            stack.push_async_callback(jobs.aclose)
             app.state.services = Services(
                 tenants=registry,
                 jobs=jobs,

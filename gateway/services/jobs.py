@@ -104,6 +104,7 @@ class Jobs:
         self._quotas = quotas
         self._status_ttl = status_ttl
         self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def submit(
         self, principal: Principal, body: bytes, idempotency_key: str | None = None
@@ -144,10 +145,10 @@ class Jobs:
             )
         except (UpstreamTimeout, _AcceptedButUnrecorded) as exc:
             if claim is not None:  # a replay must not create a second job
-                # The client must hear what happened upstream, not that the store failed too
-                # (the claim then expires on its own, a retry meanwhile gets 409).
-                with contextlib.suppress(StoreUnavailable):
+                try:
                     await self._finish(tenant.id, claim, exc)
+                except StoreUnavailable:  # the client hears what happened upstream, not this
+                    self._finish_later(tenant.id, claim, exc)
             raise
         except BaseException:
             if claim is not None:
@@ -393,6 +394,34 @@ class Jobs:
                 tenant, claim.key, claim.fingerprint, exc.status, body, ttl=IDEMPOTENCY_TTL
             )
         )
+
+    def _finish_later(self, tenant: str, claim: Idempotency, exc: GatewayError) -> None:
+        """Store the key's answer once the store is back, before the key's pending claim
+        expires (``IDEMPOTENCY_PENDING_TTL``): a retry with the key then replays it, where it
+        would otherwise make (and bill) a second job."""
+
+        async def keep_trying() -> None:
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + IDEMPOTENCY_PENDING_TTL
+            delay = 0.5
+            while loop.time() + delay < give_up:
+                await asyncio.sleep(delay)
+                with contextlib.suppress(StoreUnavailable):
+                    await self._finish(tenant, claim, exc)
+                    _log.info("idempotency_answer_stored_late", tenant=tenant)
+                    return
+                delay = min(delay * 2, 5.0)
+            _log.error("idempotency_answer_lost", tenant=tenant, error=exc.message)
+
+        task = asyncio.create_task(keep_trying())  # in this request's context: its request id
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Stop storing answers late (shutdown)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _release(self, tenant: str, charge: Charge) -> None:
         try:

@@ -107,6 +107,43 @@ def test_a_job_redis_lost_mid_submit_is_reported_as_accepted_with_or_without_a_k
     assert "the upstream accepted job" in answer.json()["error"]
 
 
+def test_an_answer_redis_could_not_take_is_stored_once_it_can_so_a_retry_replays_it(
+    sim: ServerProcess, sim_control: SimControl, redis_to_kill: RedisServer, tmp_path: Path
+) -> None:
+    """Redis full while a keyed submit was upstream: the job could not be recorded, nor the
+    key's answer. The claim expired two minutes later and a retry made a second billed job."""
+    server = gateway(sim, redis_to_kill, tmp_path, "closed", "late-answer")
+    key = {"Idempotency-Key": "k-late"}
+    try:
+        with (
+            httpx.Client(
+                base_url=server.url + MIRROR, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+            ) as client,
+            redis.Redis.from_url(redis_to_kill.url) as admin,
+        ):
+            assert client.get("/models").status_code == 200  # the catalog is warm
+            sim_control.fault("POST /requests", latency_ms=1500)
+            with ThreadPoolExecutor(1) as pool:
+                submitted = pool.submit(client.post, "/requests", json=BODY, headers=key)
+                time.sleep(0.7)  # reserved, and upstream
+                admin.config_set("maxmemory", 1)  # full: every write is refused
+                first = submitted.result()
+            admin.config_set("maxmemory", 0)
+            sim_control.clear_faults()
+            posts = sim_control.calls()["POST /requests"]
+            deadline = time.monotonic() + 10
+            while (retry := client.post("/requests", json=BODY, headers=key)).status_code == 409:
+                assert time.monotonic() < deadline  # the answer is stored within seconds
+                time.sleep(0.2)
+    finally:
+        server.stop()
+    assert first.status_code == 503
+    assert "the upstream accepted job" in first.json()["error"]
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json() == first.json()
+    assert sim_control.calls()["POST /requests"] == posts  # no second job
+
+
 def test_open_mode_serves_under_a_local_cap_and_writes_back(
     sim: ServerProcess, redis_to_kill: RedisServer, tmp_path: Path
 ) -> None:
