@@ -130,6 +130,7 @@ class Jobs:
             claim = Idempotency(idempotency_key, fingerprint, IDEMPOTENCY_PENDING_TTL)
         seconds = video_seconds(submission.payload, entry.parameters)
         charge = self._quotas.charge_for(tenant.video_cost(submission.model, seconds))
+        claimed_at = asyncio.get_running_loop().time()
         start = await self._quotas.begin_submit(tenant, charge, claim)
         if start.decision is None:  # the key was used before
             assert start.claim is not None
@@ -148,7 +149,7 @@ class Jobs:
                 try:
                     await self._finish(tenant.id, claim, exc)
                 except StoreUnavailable:  # the client hears what happened upstream, not this
-                    self._finish_later(tenant.id, claim, exc)
+                    self._finish_later(tenant.id, claim, exc, claimed_at=claimed_at)
             raise
         except BaseException:
             if claim is not None:
@@ -395,14 +396,17 @@ class Jobs:
             )
         )
 
-    def _finish_later(self, tenant: str, claim: Idempotency, exc: GatewayError) -> None:
-        """Store the key's answer once the store is back, before the key's pending claim
-        expires (``IDEMPOTENCY_PENDING_TTL``): a retry with the key then replays it, where it
-        would otherwise make (and bill) a second job."""
+    def _finish_later(
+        self, tenant: str, claim: Idempotency, exc: GatewayError, *, claimed_at: float
+    ) -> None:
+        """Store the key's answer once the store is back, while the key's pending claim lasts
+        (``IDEMPOTENCY_PENDING_TTL`` from ``claimed_at``, loop time): a retry with the key then
+        replays it, where it would otherwise make (and bill) a second job. Not after: another
+        submit may have claimed the key by then."""
 
         async def keep_trying() -> None:
             loop = asyncio.get_running_loop()
-            give_up = loop.time() + IDEMPOTENCY_PENDING_TTL
+            give_up = claimed_at + IDEMPOTENCY_PENDING_TTL
             delay = 0.5
             while loop.time() + delay < give_up:
                 await asyncio.sleep(delay)
