@@ -34,6 +34,7 @@ from gateway.errors import (
 from gateway.services.catalog import Catalog
 from gateway.services.payload import (
     Submission,
+    object_fields,
     parse_submission,
     validate_payload,
     video_seconds,
@@ -53,6 +54,7 @@ LIST_REFRESH_WAIT_SECONDS = 2.0  # then a list shows the stored records of jobs 
 IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_PENDING_TTL = 120.0
 MAX_IDEMPOTENCY_KEY = 255
+CANONICAL_PAYLOAD_MAX = 64 * 1024
 
 _log = structlog.get_logger("gateway.jobs")
 _T = TypeVar("_T")
@@ -117,18 +119,20 @@ class Jobs:
         submission = parse_submission(body)
         tenant = principal.tenant
         # Any refusal from here on is audited with its prompt (SHA-256 and length), DESIGN §6.
-        note_prompt(submission.payload.get("prompt"), keep_text=tenant.store_prompts)
+        prompt = object_fields(submission.payload, ("prompt",)).get("prompt")
+        note_prompt(prompt, keep_text=tenant.store_prompts)
         if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = (await self._catalog.model(submission.model)).value
         current_note().model = submission.model  # a model that exists: no client text
-        validate_payload(submission.payload, entry.parameters)
+        payload = object_fields(submission.payload, tuple(p.name for p in entry.parameters))
+        validate_payload(payload, entry.parameters)
         claim = None
         if idempotency_key is not None:
             _check_idempotency_key(idempotency_key)
             fingerprint = _fingerprint(submission.model, submission.payload)
             claim = Idempotency(idempotency_key, fingerprint, IDEMPOTENCY_PENDING_TTL)
-        seconds = video_seconds(submission.payload, entry.parameters)
+        seconds = video_seconds(payload, entry.parameters)
         charge = self._quotas.charge_for(tenant.video_cost(submission.model, seconds))
         claimed_at = asyncio.get_running_loop().time()
         start = await self._quotas.begin_submit(tenant, charge, claim)
@@ -464,9 +468,15 @@ def _replay(claim: IdempotencyState) -> Submitted:
     return Submitted(claim.status, claim.body, None, replayed=True)
 
 
-def _fingerprint(model: str, payload: dict[str, object]) -> str:
-    """Same request, same fingerprint, whatever the key order or whitespace of the body."""
-    canonical = msgspec.json.encode({"model": model, "payload": payload}, order="sorted")
+def _fingerprint(model: str, payload: msgspec.Raw) -> str:
+    """Same request, same fingerprint, whatever the key order or whitespace of the body; a
+    payload over ``CANONICAL_PAYLOAD_MAX`` (a base64 image) by its bytes as sent, since
+    decoding a big body whole is what it must not cost (see ``object_fields``)."""
+    if len(payload) <= CANONICAL_PAYLOAD_MAX:
+        decoded = msgspec.json.decode(payload)
+        canonical = msgspec.json.encode({"model": model, "payload": decoded}, order="sorted")
+    else:
+        canonical = msgspec.json.encode(model) + bytes(payload)
     return hashlib.sha256(canonical).hexdigest()
 
 

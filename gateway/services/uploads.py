@@ -8,7 +8,7 @@ with the GMI key, and relays the answer; a tenant pays one read for it.
 from __future__ import annotations
 
 from gateway.errors import InvalidPayload
-from gateway.services.payload import json_object
+from gateway.services.payload import object_fields
 from gateway.services.relay import relayed_error, unavailable
 from gateway.upstream import UpstreamClient, UpstreamError
 
@@ -32,7 +32,7 @@ class Uploads:
         """
         if not body.strip():
             raise InvalidPayload("invalid payload: request body is empty; expected {file_type}")
-        if json_object(body).get("file_type") not in FILE_TYPES:
+        if object_fields(body, ("file_type",)).get("file_type") not in FILE_TYPES:
             types = ", ".join(FILE_TYPES)
             raise InvalidPayload(f"invalid payload: file_type must be one of {types}")
 

@@ -212,7 +212,8 @@ def test_lenient_where_the_upstream_is_lenient(
         (b'{"model": "Kling-Text2Video-V2-Master"}', "invalid_payload", "payload is required"),
         (b'{"payload": {"prompt": "x"}}', "invalid_payload", "model is required"),
         (b'{"model": "m", "payload": {"prompt": "\xff"}}', "invalid_json", "not valid JSON"),
-        (b"[" * 50_000, "invalid_json", "nested too deeply"),
+        (b'{"model": ' + b"[" * 50_000, "invalid_json", "nested too deeply"),
+        (b"[" * 50_000, "invalid_payload", "must be a JSON object"),
     ],
 )
 def test_malformed_bodies(studio: httpx.Client, body: bytes, code: str, text: str) -> None:

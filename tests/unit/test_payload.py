@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import msgspec
@@ -10,6 +11,7 @@ import pytest
 from gateway.errors import InvalidJSON, InvalidPayload
 from gateway.services.payload import (
     ParameterSpec,
+    object_fields,
     parse_submission,
     validate_payload,
     video_seconds,
@@ -105,7 +107,8 @@ def test_other_parameter_types(spec: ParameterSpec, good: Any, bad: Any) -> None
         (b"", InvalidPayload, "request body is empty"),
         (b"{not json", InvalidJSON, "request body is not valid JSON"),
         (b'{"model": "m", "payload": {"prompt": "\xff\xfe"}}', InvalidJSON, "not valid JSON"),
-        (b"[" * 100_000, InvalidJSON, "not valid JSON: nested too deeply"),
+        (b'{"payload": ' + b"[" * 100_000, InvalidJSON, "not valid JSON: nested too deeply"),
+        (b"[" * 100_000, InvalidPayload, "must be a JSON object"),
         (b"[1, 2]", InvalidPayload, "must be a JSON object"),
         (b'{"payload": {}}', InvalidPayload, "model is required"),
         (b'{"model": 5, "payload": {}}', InvalidPayload, "model is required"),
@@ -123,7 +126,20 @@ def test_envelope_errors(body: bytes, error: type[Exception], message: str) -> N
 def test_envelope_accepts_the_upstream_shape() -> None:
     submission = parse_submission(b'{"model": "Kling-Text2Video-V2-Master", "payload": {"a": 1}}')
     assert submission.model == "Kling-Text2Video-V2-Master"
-    assert submission.payload == {"a": 1}
+    assert bytes(submission.payload) == b'{"a": 1}'
+
+
+def test_only_the_fields_a_check_needs_are_decoded() -> None:
+    """A 16 MiB payload of tiny arrays decoded whole took ~400 MB before any limit applied."""
+    junk = b'{"junk": [' + b"[]," * 500_000 + b'[]], "prompt": "a fox", "duration": [1]}'
+    tracemalloc.start()
+    try:
+        fields = object_fields(junk, ("prompt", "duration", "absent"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fields == {"prompt": "a fox", "duration": []}  # an array is said as its type
+    assert peak < 2 * len(junk)  # the UTF-8 check's copy; whole, some 30 times the body
 
 
 VEO_PARAMETERS = (
