@@ -85,6 +85,7 @@ def object_fields(body: bytes | msgspec.Raw, names: tuple[str, ...]) -> dict[str
     """
     if isinstance(body, bytes):
         _check_utf8(body)
+    names = tuple(dict.fromkeys(names))  # a catalog may name a parameter twice
     try:
         picked = msgspec.json.decode(body, type=_picker(names))
     except msgspec.ValidationError:  # the only field type is Raw: it is not an object

@@ -139,6 +139,7 @@ def test_only_the_fields_a_check_needs_are_decoded() -> None:
     finally:
         tracemalloc.stop()
     assert fields == {"prompt": "a fox", "duration": []}  # an array is said as its type
+    assert object_fields(b'{"a": 1}', ("a", "a")) == {"a": 1}  # a name given twice
     assert peak < 2 * len(junk)  # the UTF-8 check's copy; whole, some 30 times the body
 
 
