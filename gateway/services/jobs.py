@@ -472,11 +472,11 @@ def _fingerprint(model: str, payload: msgspec.Raw) -> str:
     """Same request, same fingerprint, whatever the key order or whitespace of the body; a
     payload over ``CANONICAL_PAYLOAD_MAX`` (a base64 image) by its bytes as sent, since
     decoding a big body whole is what it must not cost (see ``object_fields``)."""
+    canonical = msgspec.json.encode(model) + bytes(payload)
     if len(payload) <= CANONICAL_PAYLOAD_MAX:
-        decoded = msgspec.json.decode(payload)
-        canonical = msgspec.json.encode({"model": model, "payload": decoded}, order="sorted")
-    else:
-        canonical = msgspec.json.encode(model) + bytes(payload)
+        with contextlib.suppress(msgspec.DecodeError):  # a number out of range: as sent
+            decoded = msgspec.json.decode(payload)
+            canonical = msgspec.json.encode({"model": model, "payload": decoded}, order="sorted")
     return hashlib.sha256(canonical).hexdigest()
 
 

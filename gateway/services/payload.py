@@ -8,6 +8,7 @@ pass through untouched. Every error names the field.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import math
 import re
@@ -29,6 +30,7 @@ __all__ = (
 )
 
 MAX_MODEL_ID_LENGTH = 200
+_UTF8_CHUNK = 64 * 1024
 DEFAULT_VIDEO_SECONDS = 5
 MAX_VIDEO_SECONDS = 86_400  # a day of video in one job: far beyond any model
 _DURATION_NAMES = frozenset({"duration", "durationSeconds", "duration_seconds"})
@@ -87,19 +89,28 @@ def object_fields(body: bytes | msgspec.Raw, names: tuple[str, ...]) -> dict[str
         _check_utf8(body)
     names = tuple(dict.fromkeys(names))  # a catalog may name a parameter twice
     try:
-        picked = msgspec.json.decode(body, type=_picker(names))
-    except msgspec.ValidationError:  # the only field type is Raw: it is not an object
-        raise InvalidPayload("invalid payload: request body must be a JSON object") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
+        picker = _picker(names)
+    except ValueError:  # a name with a quote, a backslash or a control character: read it all
+        whole = _decode(body, dict[str, Any])
+        return {name: _as_checked(whole[name]) for name in names if name in whole}
+    picked = _decode(body, picker)
     found: dict[str, Any] = {}
     for index, name in enumerate(names):
         raw: msgspec.Raw = getattr(picked, f"f{index}")
         if raw:
             found[name] = _scalar(raw)
     return found
+
+
+def _decode(body: bytes | msgspec.Raw, kind: Any) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError:  # of an object's fields, only the object is ever checked
+        raise InvalidPayload("invalid payload: request body must be a JSON object") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -114,10 +125,19 @@ def _picker(names: tuple[str, ...]) -> type[msgspec.Struct]:
 
 
 def _scalar(raw: msgspec.Raw) -> Any:
-    try:
-        return msgspec.json.decode(raw, type=str | int | float | bool | None)
-    except msgspec.ValidationError:  # an array or an object: said as its type, never built
+    if _first_byte(raw) in (b"[", b"{"):  # an array or an object: said as its type, never built
         return [] if _first_byte(raw) == b"[" else {}
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:  # a number out of range
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+
+
+def _as_checked(value: Any) -> Any:
+    """A fully decoded value as ``_scalar`` gives it."""
+    if isinstance(value, list | dict):
+        return type(value)()
+    return value
 
 
 def parse_submission(body: bytes) -> Submission:
@@ -130,14 +150,7 @@ def parse_submission(body: bytes) -> Submission:
     if not body.strip():
         raise InvalidPayload("invalid payload: request body is empty; expected {model, payload}")
     _check_utf8(body)
-    try:
-        envelope = msgspec.json.decode(body, type=_Envelope)
-    except msgspec.ValidationError:
-        raise InvalidPayload("invalid payload: request body must be a JSON object") from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
+    envelope = _decode(body, _Envelope)
     model = _scalar(envelope.model) if envelope.model else None
     if not isinstance(model, str) or not model:
         raise InvalidPayload("invalid payload: model is required and must be a non-empty string")
@@ -149,9 +162,14 @@ def parse_submission(body: bytes) -> Submission:
 
 
 def _check_utf8(body: bytes) -> None:
-    """Fields left unread are not checked by the decoder: the whole body must still be UTF-8."""
+    """Fields left unread are not checked by the decoder: the whole body must still be UTF-8.
+    In chunks, so a big body is not copied whole into a string to be checked."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(body)
     try:
-        body.decode("utf-8")
+        for start in range(0, len(view), _UTF8_CHUNK):
+            decoder.decode(view[start : start + _UTF8_CHUNK])
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
 

@@ -330,3 +330,17 @@ def test_a_slow_upstream_holds_up_only_the_poll_that_refreshes(
     assert behind_took < 1.0  # the upstream takes 4 s
     assert claimant_took < 1.0  # a refresh of the job was still running on this replica
     assert list_took < 3.5
+
+
+def test_a_number_out_of_range_in_a_field_nobody_reads_is_no_500(studio: httpx.Client) -> None:
+    """The partial reader skips it; the Idempotency-Key's fingerprint must not trip over it."""
+    body = b'{"model": "%s", "payload": {"prompt": "a fox", "extra": 1e999}}' % MODEL.encode()
+    answer = studio.post("/requests", content=body, headers={"Idempotency-Key": "big-number"})
+    assert answer.status_code == 400, answer.text  # the upstream's own refusal, relayed
+    declared = b'{"model": "%s", "payload": {"prompt": "a fox", "cfg_scale": 1e999}}'
+    assert_error(
+        studio.post("/requests", content=declared % MODEL.encode()),
+        400,
+        "invalid_json",
+        "out of range",
+    )

@@ -140,6 +140,15 @@ def test_only_the_fields_a_check_needs_are_decoded() -> None:
         tracemalloc.stop()
     assert fields == {"prompt": "a fox", "duration": []}  # an array is said as its type
     assert object_fields(b'{"a": 1}', ("a", "a")) == {"a": 1}  # a name given twice
+    # Names the raw reader cannot take are read from the whole object, with the same result.
+    odd = b'{"st\\"yle": [1], "aspect\\n": "16:9", "prompt": "x"}'
+    assert object_fields(odd, ('st"yle', "aspect\n", "prompt")) == {
+        'st"yle': [],
+        "aspect\n": "16:9",
+        "prompt": "x",
+    }
+    with pytest.raises(InvalidJSON, match="out of range"):
+        object_fields(b'{"cfg_scale": 1e999}', ("cfg_scale",))
     assert peak < 2 * len(junk)  # the UTF-8 check's copy; whole, some 30 times the body
 
 
