@@ -39,6 +39,8 @@ EVERYTHING: dict[str, Any] = {
     "podDisruptionBudget": {"enabled": True},
     "networkPolicy": {"enabled": True},
     "topologySpread": {"enabled": True},
+    "extraVolumes": [{"name": "redis-ca", "secret": {"secretName": "redis-ca"}}],
+    "extraVolumeMounts": [{"name": "redis-ca", "mountPath": "/etc/gmi-gateway/redis-ca"}],
     "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
 }  # fmt: skip
 
@@ -250,3 +252,12 @@ def test_every_value_is_documented() -> None:
     readme = (CHART / "README.md").read_text()
     for key in yaml.safe_load(text):
         assert f"`{key}" in readme, f"{key} is missing from the chart README's values table"
+
+
+def test_extra_volumes_reach_the_gateway_container() -> None:
+    """A rediss:// Redis with a private CA needs the CA file in the read-only container."""
+    ca = {"name": "redis-ca", "secret": {"secretName": "redis-ca"}}
+    mount = {"name": "redis-ca", "mountPath": "/etc/gmi-gateway/redis-ca", "readOnly": True}
+    manifests = render({**REQUIRED, "extraVolumes": [ca], "extraVolumeMounts": [mount]})
+    assert ca in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    assert mount in container(manifests)["volumeMounts"]
