@@ -26,10 +26,10 @@ from gateway.settings import Settings, SettingsError
 __all__ = ("drain_seconds", "main")
 
 BACKLOG = 4096
+BACKPRESSURE = 16384  # requests (and connections) a worker takes at once
 # Longer than the keep-alive of the proxies in front (ingress-nginx and load balancers keep
 # idle upstream connections 60 s): one closed under a proxy's POST would be a 502.
 IDLE_CLOSE_SECONDS = 75
-BACKPRESSURE = 16384  # requests (and connections) a worker takes at once
 
 DEFAULT_PORT = 8080
 DEFAULT_SIM_PORT = 8081

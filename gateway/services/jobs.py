@@ -209,7 +209,7 @@ class Jobs:
                 tenant.id,
                 request_id,
                 model,
-                _as_status_record(response.body, body),
+                _as_status_record(response.body, submission.payload),
                 charge=charge,
                 deadline=self._quotas.deadline(),
                 idempotency=None
@@ -480,17 +480,12 @@ def _fingerprint(model: str, payload: msgspec.Raw) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-class _Envelope(msgspec.Struct):
-    payload: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-
-
-def _as_status_record(submitted: bytes, body: bytes) -> bytes:
+def _as_status_record(submitted: bytes, payload: msgspec.Raw) -> bytes:
     """The submit answer in the shape of a status record (spec §4): what polls and lists serve
     until the first refresh, so a client reading ``payload`` or ``outcome`` finds them. The
     fields the submit answer lacks go where a status record has them (after ``status``), and
     the payload is the client's own bytes, echoed verbatim as the upstream does."""
     answer = msgspec.json.decode(submitted)  # _request_id read it already: it is an object
-    payload = msgspec.json.decode(body, type=_Envelope).payload  # parse_submission checked it
     defaults = {"is_public": False, "payload": payload, "outcome": None}
     missing = {name: value for name, value in defaults.items() if name not in answer}
     record: dict[str, object] = {}

@@ -125,8 +125,9 @@ def _picker(names: tuple[str, ...]) -> type[msgspec.Struct]:
 
 
 def _scalar(raw: msgspec.Raw) -> Any:
-    if _first_byte(raw) in (b"[", b"{"):  # an array or an object: said as its type, never built
-        return [] if _first_byte(raw) == b"[" else {}
+    first = _first_byte(raw)
+    if first in (b"[", b"{"):  # an array or an object: said as its type, never built
+        return [] if first == b"[" else {}
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:  # a number out of range

@@ -532,9 +532,13 @@ class RedisStore(Store):
             self._key(tenant, "budget", month),
         ]
 
-    def _oldest_audit_id(self) -> str:
-        """The first stream entry id inside the audit retention."""
-        return f"{max(0, int((self._clock() - self._audit_retention) * 1000))}-0"
+    def _oldest_audit_id(self, written_after: float | None = None) -> str:
+        """The first stream entry id inside the audit retention, and after ``written_after``
+        when given (an entry id is the time it was appended, in ms)."""
+        oldest = int((self._clock() - self._audit_retention) * 1000)
+        if written_after is not None:
+            oldest = max(oldest, int(written_after * 1000) + 1)
+        return f"{max(0, oldest)}-0"
 
     async def append_audit(self, events: Sequence[tuple[str | None, bytes]]) -> None:
         """Append the batch once, even if it comes again after a reply was lost (the audit
@@ -622,9 +626,7 @@ class RedisStore(Store):
         newest = "+" if before is None else f"({before}"
         # Bounded by the retention too: a trail is trimmed only when appended to, so an idle
         # tenant's could still hold events past it.
-        oldest = self._oldest_audit_id()
-        if written_after is not None and written_after > 0:  # an entry id: when it was appended
-            oldest = max(oldest, f"{int(written_after * 1000) + 1}-0", key=_stream_id)
+        oldest = self._oldest_audit_id(written_after)
         entries: Any = await self._call(self._redis.xrevrange(stream, newest, oldest, count))
         return [(entry_id.decode(), bytes(fields[b"e"])) for entry_id, fields in entries]
 
@@ -716,11 +718,6 @@ def _member(tenant: str, request_id: str) -> str:
 def _without_credentials(message: str) -> str:
     """redis-py messages name host and port, never the password; drop any URL to be sure."""
     return " ".join("<url>" if "://" in word else word for word in message.split())
-
-
-def _stream_id(entry_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = entry_id.partition("-")
-    return int(milliseconds), int(sequence or 0)
 
 
 def _check_page(limit: int, offset: int) -> None:

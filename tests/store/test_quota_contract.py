@@ -188,6 +188,12 @@ async def charged_job(
     return reserved
 
 
+async def due_ids(store: Store, *, before: float) -> list[str]:
+    """The ids of the jobs the reconciler would read, checked last before ``before``."""
+    due = await store.jobs_to_reconcile(checked_before=before, limit=10)
+    return [request_id for _, request_id, _ in due]
+
+
 async def test_settle_refund_happens_exactly_once(store: Store, clock: FakeClock) -> None:
     limits = SubmitLimits(max_concurrent_jobs=1, video_seconds_per_day=5)
     reserved = await charged_job(store, clock, "r1", limits)
@@ -225,13 +231,12 @@ async def test_an_expired_job_that_succeeds_after_all_is_charged_again_once(
     assert await store.settle("t", "r1", refund=True, expired=True) is None
     states, in_use = await store.usage("t", limits, None, reserved)
     assert (in_use, {s.name: s.used for s in states}["video_seconds_per_day"]) == (0, 0)
-    due = await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10)
-    assert [request_id for _, request_id, _ in due] == ["r1"]  # still watched
+    assert await due_ids(store, before=clock.now + 1) == ["r1"]  # still watched
     late = await asyncio.gather(*(store.settle("t", "r1", refund=False) for _ in range(10)))
     assert [s for s in late if s is not None] == [Settlement(5, 0, late=True)]
     states, in_use = await store.usage("t", limits, None, reserved)
     assert (in_use, {s.name: s.used for s in states}["video_seconds_per_day"]) == (0, 5)
-    assert await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10) == []
+    assert await due_ids(store, before=clock.now + 1) == []
 
 
 async def test_an_expired_job_that_fails_after_all_is_closed_without_a_second_refund(
@@ -245,8 +250,7 @@ async def test_an_expired_job_that_fails_after_all_is_closed_without_a_second_re
     assert await store.settle("t", "r1", refund=False) is None  # closed for good
     states, _ = await store.usage("t", limits, None, reserved)
     assert {s.name: s.used for s in states}["video_seconds_per_day"] == 5
-    due = await store.jobs_to_reconcile(checked_before=clock.now + 1, limit=10)
-    assert [request_id for _, request_id, _ in due] == ["r2"]
+    assert await due_ids(store, before=clock.now + 1) == ["r2"]
 
 
 async def test_a_deferred_check_keeps_a_job_from_the_reconciler_that_much_longer(
@@ -254,9 +258,8 @@ async def test_a_deferred_check_keeps_a_job_from_the_reconciler_that_much_longer
 ) -> None:
     await charged_job(store, clock, "r1", SubmitLimits())
     await store.mark_checked("t", "r1", defer=600)
-    assert await store.jobs_to_reconcile(checked_before=clock.now + 599, limit=10) == []
-    due = await store.jobs_to_reconcile(checked_before=clock.now + 601, limit=10)
-    assert [request_id for _, request_id, _ in due] == ["r1"]
+    assert await due_ids(store, before=clock.now + 599) == []
+    assert await due_ids(store, before=clock.now + 601) == ["r1"]
 
 
 async def test_a_settled_job_recorded_again_is_not_reconciled(
