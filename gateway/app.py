@@ -52,6 +52,7 @@ from gateway.services.failover import StoreFailover
 from gateway.services.jobs import Jobs
 from gateway.services.quota import Quotas
 from gateway.services.reconciler import Reconciler
+from gateway.services.store_watch import StoreWatch
 from gateway.services.tenant_registry import TenantRegistry
 from gateway.services.uploads import Uploads
 from gateway.settings import Settings
@@ -164,6 +165,7 @@ def create_app(
             for background in (
                 registry.watch(settings.tenants_poll_seconds),
                 reconciler.run(),
+                StoreWatch(backend).run(settings.store_check_seconds),
                 backend.write_back(1.0),
             ):
                 stack.push_async_callback(_cancel, asyncio.create_task(background))

@@ -34,6 +34,7 @@ __all__ = (
     "JOBS_IN_FLIGHT",
     "JOBS_SUBMITTED",
     "QUOTA_REJECTIONS",
+    "STORE_DATA_LOST",
     "STORE_ERRORS",
     "UNCHECKED_REQUESTS",
     "UPSTREAM_CIRCUIT_STATE",
@@ -120,6 +121,11 @@ AUDIT_EVENTS_DROPPED = Counter(
 )
 STORE_ERRORS = Counter(
     "gmigw_store_errors_total", "Failed calls to the shared store, by error kind.", ["kind"]
+)
+STORE_DATA_LOST = Counter(
+    "gmigw_store_data_lost_total",
+    "Times a worker found the shared store had lost its data (restarted empty, flushed): job "
+    "ownership, quota counters and Idempotency-Key answers written before are gone.",
 )
 UNCHECKED_REQUESTS = Counter(
     "gmigw_unchecked_requests_total",

@@ -105,6 +105,7 @@ class Settings:
     reconcile_interval_seconds: float = 5.0
     reconcile_stale_seconds: float = 30.0
     reconcile_read_budget: int = 20
+    store_check_seconds: float = 10.0
     status_ttl_seconds: float = 1.0
     circuit_threshold: int = 5
     circuit_cooldown_seconds: float = 10.0
@@ -124,9 +125,11 @@ class Settings:
         ``GATEWAY_AMBIGUOUS_HOLD_SECONDS`` (how long an unanswered submit holds its slot),
         ``GATEWAY_RECONCILE_INTERVAL_SECONDS``, ``GATEWAY_RECONCILE_STALE_SECONDS`` (how long
         unpolled before the reconciler looks) and ``GATEWAY_RECONCILE_READ_BUDGET`` (upstream
-        reads per pass); ``GATEWAY_STATUS_TTL_SECONDS`` (at most one upstream status call per
-        job per this many seconds, across replicas); ``GATEWAY_CIRCUIT_THRESHOLD`` (consecutive
-        upstream failures that open the circuit) and ``GATEWAY_CIRCUIT_COOLDOWN_SECONDS``;
+        reads per pass); ``GATEWAY_STORE_CHECK_SECONDS`` (how often a worker checks that the
+        store has not lost its data); ``GATEWAY_STATUS_TTL_SECONDS`` (at most one upstream
+        status call per job per this many seconds, across replicas);
+        ``GATEWAY_CIRCUIT_THRESHOLD`` (consecutive upstream failures that open the circuit) and
+        ``GATEWAY_CIRCUIT_COOLDOWN_SECONDS``;
         ``GATEWAY_FEATURES_OFF`` (comma-separated ``audit``, ``metrics``: switched off to measure
         what they cost, as the benchmark does; production leaves it unset).
 
@@ -207,6 +210,7 @@ class Settings:
             ),
             reconcile_stale_seconds=_positive(env, "GATEWAY_RECONCILE_STALE_SECONDS", 30.0, float),
             reconcile_read_budget=_positive(env, "GATEWAY_RECONCILE_READ_BUDGET", 20, int),
+            store_check_seconds=_positive(env, "GATEWAY_STORE_CHECK_SECONDS", 10.0, float),
             status_ttl_seconds=_positive(env, "GATEWAY_STATUS_TTL_SECONDS", 1.0, float),
             circuit_threshold=_positive(env, "GATEWAY_CIRCUIT_THRESHOLD", 5, int),
             circuit_cooldown_seconds=_positive(

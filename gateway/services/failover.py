@@ -290,6 +290,9 @@ class StoreFailover(Store):
     async def cache_generation(self) -> int:
         return await self._shared.cache_generation()
 
+    async def data_id(self, candidate: str) -> str:
+        return await self._shared.data_id(candidate)  # the local store's data is not shared
+
     async def ping(self) -> None:
         await self._shared.ping()
 

@@ -416,6 +416,12 @@ class Store(abc.ABC):
         """A number that changes on every ``cache_invalidate``, so replicas drop their copies."""
 
     @abc.abstractmethod
+    async def data_id(self, candidate: str) -> str:
+        """The id of the data the store holds, which never expires: ``candidate`` becomes it
+        when the store holds none (its first use, or it lost its data). A changed answer tells
+        the caller the store lost what it held since the last one."""
+
+    @abc.abstractmethod
     async def ping(self) -> None:
         """Raise ``StoreError`` unless the backend can serve requests now."""
 

@@ -2,8 +2,9 @@
 
 Every key of a tenant carries the tenant id as a ``{hash tag}``, so on Redis Cluster all of one
 tenant's keys live in one slot and a Lua script over them is legal. The few keys that belong to
-no tenant (the cross-tenant reconcile set, the catalog cache, leases, the global audit trail) are
-named here too, without a tag; no script ever touches them together with a tenant's keys.
+no tenant (the cross-tenant reconcile set, the catalog cache, leases, the global audit trail,
+the data id) are named here too, without a tag; no script ever touches them together with a
+tenant's keys.
 """
 
 from __future__ import annotations

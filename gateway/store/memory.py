@@ -121,6 +121,7 @@ class MemoryStore(Store):
         self._refresh_claims: _Expiring[tuple[str, str], bool] = _Expiring()
         self._cache: dict[str, tuple[bytes, float]] = {}
         self._cache_generation = 0
+        self._data_id: str | None = None
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -449,6 +450,11 @@ class MemoryStore(Store):
 
     async def cache_generation(self) -> int:
         return self._cache_generation
+
+    async def data_id(self, candidate: str) -> str:
+        if self._data_id is None:
+            self._data_id = candidate
+        return self._data_id
 
     async def ping(self) -> None:
         return None

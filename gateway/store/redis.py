@@ -90,6 +90,7 @@ class RedisStore(Store):
         self._claim = _script(client, "claim")
         self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
+        self._data_id_script = _script(client, "data_id")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._undo = UndoQueue(self.undo_reservation)
         # A failed audit batch's digest: where to look for it in each of its streams.
@@ -98,6 +99,7 @@ class RedisStore(Store):
         self._to_check = store_key(prefix, None, "reconcile")  # spans tenants; never in a script
         self._catalog = store_key(prefix, None, "catalog")  # the same for every tenant
         self._generation = store_key(prefix, None, "catalog", "generation")
+        self._data_id = store_key(prefix, None, "data-id")
         self._audit_global = store_key(prefix, None, "audit")
         self._audit_max = audit_max_events
         self._audit_retention = audit_retention_seconds
@@ -661,6 +663,11 @@ class RedisStore(Store):
         except (RedisError, OSError):
             return None
         return reply.get("maxmemory-policy")
+
+    async def data_id(self, candidate: str) -> str:
+        script = self._data_id_script(keys=[self._data_id], args=[candidate])
+        reply: bytes = await self._call(script)
+        return reply.decode()
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())

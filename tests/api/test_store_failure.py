@@ -19,6 +19,7 @@ from tests.support.redis_server import RedisServer, find_redis_server
 pytestmark = pytest.mark.redis
 
 KEY = "key-fragile-0123456789abcdef"
+LOST_METRIC = "gmigw_store_data_lost_total"
 BODY = {"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "a kite"}}
 
 
@@ -30,7 +31,12 @@ def redis_to_kill() -> Iterator[RedisServer]:
 
 
 def gateway(
-    sim: ServerProcess, redis: RedisServer, tmp_path: Path, mode: str, name: str
+    sim: ServerProcess,
+    redis: RedisServer,
+    tmp_path: Path,
+    mode: str,
+    name: str,
+    **more_env: str,
 ) -> ServerProcess:
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     tenants = tmp_path / f"{name}.yaml"
@@ -40,7 +46,7 @@ def gateway(
         '    models: ["*"]\n'
         "    limits: {submits_per_minute: 2}\n"
     )
-    env = {"GATEWAY_REDIS_URL": redis.url, "GATEWAY_STORE_FAILURE_MODE": mode}
+    env = {"GATEWAY_REDIS_URL": redis.url, "GATEWAY_STORE_FAILURE_MODE": mode, **more_env}
     return start_gateway(
         tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=tenants, name=name, extra_env=env
     )
@@ -186,3 +192,31 @@ def test_a_redis_that_evicts_keys_is_reported_at_start(
         server.stop()
     assert len(warnings) == 1
     assert '"maxmemory_policy":"volatile-lru"' in warnings[0]
+
+
+def test_a_redis_that_restarts_empty_is_reported(
+    sim: ServerProcess, redis_to_kill: RedisServer, tmp_path: Path
+) -> None:
+    """Redis answers as if nothing happened; the gateway's data id tells the loss."""
+    server = gateway(
+        sim, redis_to_kill, tmp_path, "closed", "lost", GATEWAY_STORE_CHECK_SECONDS="0.1"
+    )
+
+    def losses() -> str:
+        scrape = httpx.get(server.url + "/metrics").text
+        return next(line for line in scrape.splitlines() if line.startswith(LOST_METRIC))
+
+    try:
+        time.sleep(0.5)  # several checks of a Redis that keeps its data
+        assert losses() == f"{LOST_METRIC} 0.0"
+        redis_to_kill.stop()
+        redis_to_kill.start()
+        deadline = time.monotonic() + 10
+        while losses() != f"{LOST_METRIC} 1.0" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert losses() == f"{LOST_METRIC} 1.0"
+    finally:
+        server.stop()
+    reports = [line for line in server.output().splitlines() if "store_data_lost" in line]
+    assert len(reports) == 1
+    assert '"level":"error"' in reports[0]

@@ -327,3 +327,8 @@ async def test_a_page_the_caller_should_have_refused_is_an_error(
     await store.add_job("a", "r", M1, b"")
     with pytest.raises(ValueError, match="limit must be"):
         await store.list_jobs("a", limit=limit, offset=offset)
+
+
+async def test_the_data_id_is_the_first_candidate_offered(store: Store) -> None:
+    assert await store.data_id("first") == "first"
+    assert await store.data_id("second") == "first"
