@@ -261,3 +261,20 @@ def test_extra_volumes_reach_the_gateway_container() -> None:
     manifests = render({**REQUIRED, "extraVolumes": [ca], "extraVolumeMounts": [mount]})
     assert ca in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert mount in container(manifests)["volumeMounts"]
+
+
+def test_numbers_in_extra_env_reach_the_gateway_as_it_reads_them() -> None:
+    """Helm reads values-file numbers as floats; a large one quoted as is would be "1e+06"."""
+    numbers = {
+        "GATEWAY_AUDIT_MAX_EVENTS": 1000000,
+        "GATEWAY_MAX_BODY_BYTES": 33554432,
+        "GATEWAY_STATUS_TTL_SECONDS": 0.5,
+    }
+    data = render({**REQUIRED, "gateway": {"extraEnv": numbers}})["ConfigMap"]["data"]
+    assert {name: data[name] for name in numbers} == {
+        "GATEWAY_AUDIT_MAX_EVENTS": "1000000",
+        "GATEWAY_MAX_BODY_BYTES": "33554432",
+        "GATEWAY_STATUS_TTL_SECONDS": "0.5",
+    }
+    settings = Settings.from_env({**data, "GMI_API_KEY": "k"})
+    assert (settings.audit_max_events, settings.max_body_bytes) == (1000000, 33554432)
