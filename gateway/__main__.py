@@ -149,6 +149,15 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers > 1 and settings.store_failure_mode == "open":
+        print(
+            "gmi-gateway serve: --workers above 1 cannot run GATEWAY_STORE_FAILURE_MODE=open: "
+            "its fallback store is per process, so while Redis is down every limit counts once "
+            "per worker and a job submitted through one worker answers 503 on the others; run "
+            "one worker per pod (scale with replicas) or the closed mode",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(settings.log_level, secrets=settings.log_secrets)
     scratch = None
     if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

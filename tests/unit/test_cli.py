@@ -146,3 +146,17 @@ def test_several_workers_need_the_shared_store(
     monkeypatch.delenv("GATEWAY_REDIS_URL", raising=False)
     assert main(["serve", "--workers", "2"]) == 2
     assert "--workers above 1 needs GATEWAY_REDIS_URL" in capsys.readouterr().err
+
+
+def test_several_workers_cannot_share_an_open_mode_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fallback is per process: limits multiplied, outage jobs 503 on sibling workers."""
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants: []\n")
+    monkeypatch.setenv("GMI_API_KEY", "gmi-key-value")
+    monkeypatch.setenv("GATEWAY_TENANTS_FILE", str(tenants))
+    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("GATEWAY_STORE_FAILURE_MODE", "open")
+    assert main(["serve", "--workers", "2"]) == 2
+    assert "--workers above 1 cannot run GATEWAY_STORE_FAILURE_MODE=open" in capsys.readouterr().err

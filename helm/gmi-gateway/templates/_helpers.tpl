@@ -57,6 +57,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and $several (not (or .Values.redis.url .Values.redis.existingSecret)) }}
 {{- fail "more than one replica or worker needs redis.url or redis.existingSecret: without Redis each process keeps its own jobs and quotas, so polls fail on the others and every limit multiplies" }}
 {{- end }}
+{{- if and (gt (int .Values.gateway.workers) 1) (eq .Values.gateway.storeFailureMode "open") }}
+{{- fail "storeFailureMode open needs gateway.workers 1: its fallback store is per process, so while Redis is down every limit would count once per worker and a job submitted through one worker would answer 503 on the others (scale with replicas instead)" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
 {{- fail "autoscaling needs resources.requests.cpu: the HorizontalPodAutoscaler scales on CPU utilisation, a share of that request" }}
 {{- end }}
