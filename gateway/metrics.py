@@ -36,6 +36,7 @@ __all__ = (
     "QUOTA_REJECTIONS",
     "STORE_DATA_LOST",
     "STORE_ERRORS",
+    "TENANTS_FILE_REJECTED",
     "UNCHECKED_REQUESTS",
     "UPSTREAM_CIRCUIT_STATE",
     "UPSTREAM_REQUESTS",
@@ -126,6 +127,12 @@ STORE_DATA_LOST = Counter(
     "gmigw_store_data_lost_total",
     "Times a worker found the shared store had lost its data (restarted empty, flushed): job "
     "ownership, quota counters and Idempotency-Key answers written before are gone.",
+)
+TENANTS_FILE_REJECTED = Gauge(
+    "gmigw_tenants_file_rejected",
+    "1 while the tenants file is refused (unreadable or invalid) and the previous config keeps "
+    "serving: a revoked key still works, a new tenant is not admitted yet.",
+    multiprocess_mode="livemax",
 )
 UNCHECKED_REQUESTS = Counter(
     "gmigw_unchecked_requests_total",

@@ -3,8 +3,8 @@
 Kubernetes updates a Secret volume by atomically swapping a ``..data`` symlink, which can leave
 mtimes and inode numbers of the visible path unchanged, so the watcher re-reads the file through
 its path and compares the content digest instead. A file that fails validation is refused and the
-previous config keeps serving; key revocation therefore takes effect within one poll interval on
-every replica, with no longer-lived key cache anywhere.
+previous config keeps serving (``gmigw_tenants_file_rejected`` says so); key revocation therefore
+takes effect within one poll interval on every replica, with no longer-lived key cache anywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structlog
 
+from gateway import metrics
 from gateway.services.tenants import (
     TenantConfigError,
     TenantsConfig,
@@ -104,6 +105,7 @@ class TenantRegistry:
                 return self._refused(digest, str(exc))
             self._current = config
             self._refusal = None
+            metrics.TENANTS_FILE_REJECTED.set(0)
         _log.info(
             "tenants_reloaded",
             path=os.fspath(self._path),
@@ -135,6 +137,7 @@ class TenantRegistry:
                 )
 
     def _refused(self, digest: str | None, error: str) -> ReloadResult:
+        metrics.TENANTS_FILE_REJECTED.set(1)
         if self._refusal != (digest, error):
             self._refusal = (digest, error)
             _log.error(
@@ -150,6 +153,7 @@ class TenantRegistry:
         """The file is back to the serving content after a refusal (e.g. briefly missing)."""
         if self._refusal is not None:
             self._refusal = None
+            metrics.TENANTS_FILE_REJECTED.set(0)
             _log.info(
                 "tenants_reload_recovered", path=os.fspath(self._path) if self._path else None
             )

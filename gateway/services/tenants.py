@@ -63,6 +63,7 @@ _TENANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 TENANT_ID_RULE = "1-63 characters of [a-z0-9-], starting and ending with a letter or digit"
 _KEY_ID_RULE = "1-128 characters of [A-Za-z0-9._-]"
+_KEYS_RULE = "keys: required, a list of {id, sha256} entries ([] refuses every request)"
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
@@ -432,8 +433,9 @@ class _Parser:
         return Tenant(tenant_id, keys, models, limits, store_prompts, self.weights)
 
     def keys(self, where: str, raw: Any) -> tuple[TenantKey, ...]:
-        if not isinstance(raw, list) or not raw:
-            self.problem(where, "keys: required, a non-empty list of {id, sha256} entries")
+        # An empty list is a tenant with every key revoked: deleting a leaked last key must work.
+        if not isinstance(raw, list):
+            self.problem(where, _KEYS_RULE)
             return ()
         keys = []
         for index, entry in enumerate(raw):

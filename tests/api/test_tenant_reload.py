@@ -57,6 +57,21 @@ def test_revoked_key_stops_working_when_the_file_changes(
     assert status_with(reloading_gateway, keys.studio) == 200
 
 
+def test_deleting_a_tenants_last_key_revokes_it(
+    reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
+) -> None:
+    """Before, an empty keys list was refused and the leaked key kept working."""
+    assert status_with(reloading_gateway, keys.rival) == 200
+    text = own_tenants.read_text()
+    start = text.index("    keys:", text.index("  - id: rival"))
+    end = text.index("    models:", start)
+    own_tenants.write_text(text[:start] + "    keys: []\n" + text[end:])
+    assert eventually(lambda: status_with(reloading_gateway, keys.rival) == 401)
+    admin = {"Authorization": f"Bearer {keys.admin}"}
+    tenants = httpx.get(reloading_gateway.url + "/admin/tenants", headers=admin).json()
+    assert "rival" in str(tenants)
+
+
 def test_bad_file_keeps_the_old_config_and_reload_says_why(
     reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
 ) -> None:
@@ -71,10 +86,19 @@ def test_bad_file_keeps_the_old_config_and_reload_says_why(
     assert "models" in body["error"]
     time.sleep(0.5)  # the file watcher has seen the bad file too by now, and refused it
     assert status_with(reloading_gateway, keys.studio) == 200
+    assert rejected(reloading_gateway) == "1.0"
     own_tenants.write_text(good + "\n# touched\n")
     ok = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
     assert ok.status_code == 200
     assert ok.json()["tenants"] == 3
+    assert rejected(reloading_gateway) == "0.0"
+
+
+def rejected(server: ServerProcess) -> str:
+    """The value of gmigw_tenants_file_rejected, as scraped."""
+    scrape = httpx.get(server.url + "/metrics").text
+    line = next(line for line in scrape.splitlines() if line.startswith("gmigw_tenants_file_rej"))
+    return line.split()[-1]
 
 
 def test_usage_shows_jobs_held_before_a_limit_was_lowered(

@@ -172,7 +172,7 @@ def test_settings_that_would_misbehave_are_refused(values: dict[str, Any], reaso
 def test_open_mode_runs_one_worker_per_pod() -> None:
     """Its fallback store is per process: limits would multiply by the workers."""
     redis = {"redis": {"url": "redis://r:6379/0"}}
-    with pytest.raises(helm_python.HelmError, match="open needs gateway.workers 1"):
+    with pytest.raises(helm_python.HelmError, match=r"open needs gateway\.workers 1"):
         render({**REQUIRED, **redis, "gateway": {"workers": 2, "storeFailureMode": "open"}})
     render({**REQUIRED, **redis, "gateway": {"workers": 1, "storeFailureMode": "open"}})
     render({**REQUIRED, **redis, "gateway": {"workers": 2, "storeFailureMode": "closed"}})

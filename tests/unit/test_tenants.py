@@ -24,6 +24,7 @@ H1 = hashlib.sha256(b"key-one").hexdigest()
 H2 = hashlib.sha256(b"key-two").hexdigest()
 HA = hashlib.sha256(b"admin-key").hexdigest()
 TIME_RULE = 'an RFC 3339 time with a timezone, e.g. "2027-06-01T00:00:00Z"'
+KEYS_RULE = "keys: required, a list of {id, sha256} entries ([] refuses every request)"
 MODELS_RULE = 'a non-empty list of model ids, or ["*"] for every model'
 
 GOOD = f"""
@@ -72,6 +73,11 @@ def key(**fields: str) -> str:
     """A keys list of one entry (id k1) with ``fields`` overridden."""
     body = {"id": "k1", "sha256": f'"{H1}"', **fields}
     return "[{" + ", ".join(f"{k}: {v}" for k, v in body.items() if v != "DROP") + "}]"
+
+
+def test_a_tenant_may_have_no_keys() -> None:
+    """How a leaked last key is revoked at once: delete it; the tenant's usage stays readable."""
+    assert parse_tenants(tenant(keys="[]")).tenants["t1"].keys == ()
 
 
 def test_good_file_parses_completely() -> None:
@@ -172,8 +178,8 @@ K = f"{T}: keys[0] (k1)"
             "tenants[1] (t1): id: duplicate tenant id",
         ),
         # keys
-        (tenant(keys="DROP"), f"{T}: keys: required, a non-empty list of {{id, sha256}} entries"),
-        (tenant(keys="[]"), f"{T}: keys: required, a non-empty list of {{id, sha256}} entries"),
+        (tenant(keys="DROP"), f"{T}: {KEYS_RULE}"),
+        (tenant(keys="{}"), f"{T}: {KEYS_RULE}"),
         (tenant(keys="[k1]"), f"{T}: keys[0]: must be a mapping with id and sha256"),
         (tenant(keys=key(id="DROP")), f"{T}: keys[0]: id: required"),
         (
@@ -350,7 +356,7 @@ def test_every_problem_names_tenant_and_field(text: str, problem: str) -> None:
 def test_all_problems_are_reported_at_once() -> None:
     text = (
         tenant(limits="{submits_per_minute: 0, reads_per_minute: x}", models="[]")
-        + "  - {id: BAD, keys: [], models: ['*']}\n"
+        + "  - {id: BAD, keys: {}, models: ['*']}\n"
     )
     assert problems_of(text) == (
         f"{T}: models: required, {MODELS_RULE}",
@@ -358,7 +364,7 @@ def test_all_problems_are_reported_at_once() -> None:
         f"{T}: limits.reads_per_minute: must be a positive integer, got 'x'",
         "tenants[1]: id: must be 1-63 characters of [a-z0-9-], starting and ending with a letter"
         " or digit, got 'BAD'",
-        "tenants[1]: keys: required, a non-empty list of {id, sha256} entries",
+        f"tenants[1]: {KEYS_RULE}",
     )
 
 
