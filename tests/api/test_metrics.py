@@ -107,6 +107,13 @@ def test_one_scrape_sums_every_worker(two_workers: ServerProcess) -> None:
     assert promtool_check(text) == ""
 
 
+def test_one_worker_reports_its_process_metrics(gateway: ServerProcess) -> None:
+    """Memory, CPU and file descriptors (multiprocess mode, for several workers, has none)."""
+    scrape = httpx.get(gateway.url + "/metrics").text
+    assert "process_resident_memory_bytes " in scrape
+    assert "process_open_fds " in scrape
+
+
 def test_probes_and_scrapes_that_succeed_log_at_debug_only(gateway: ServerProcess) -> None:
     """The chart's probes and a scrape come every few seconds: about 20 lines a minute a pod
     at info. (The tests' gateways log at debug, so the lines are there to look at.)"""

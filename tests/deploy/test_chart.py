@@ -116,6 +116,16 @@ def test_probes_and_ports_are_the_apps(values: dict[str, Any]) -> None:
     assert str(DEFAULT_PORT) in main["args"]
 
 
+def test_one_worker_keeps_its_process_metrics() -> None:
+    """Multiprocess mode, which several workers need, has no process_* (memory, CPU, fds)."""
+    one = {e["name"] for e in container(render(REQUIRED))["env"]}
+    assert "PROMETHEUS_MULTIPROC_DIR" not in one
+    two = {"redis": {"url": "redis://r:6379/0"}, "gateway": {"workers": 2}}
+    assert "PROMETHEUS_MULTIPROC_DIR" in {
+        e["name"] for e in container(render({**REQUIRED, **two}))["env"]
+    }
+
+
 def test_pods_are_locked_down() -> None:
     manifests = render(EVERYTHING)
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
