@@ -19,6 +19,7 @@ CHART = ROOT / "helm" / "gmi-gateway"
 KUBERNETES = "1.33.0"
 GMI_KEY = "gmi-test-key-that-must-only-live-in-a-secret"
 REQUIRED = {"gmiApiKey": {"existingSecret": "gmi-key"}, "tenants": {"existingSecret": "tenants"}}
+PROXY_EGRESS = {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 3128}]}
 EVERYTHING: dict[str, Any] = {
     "gmiApiKey": {"value": GMI_KEY},
     "tenants": {"content": "tenants: []\n"},
@@ -26,7 +27,11 @@ EVERYTHING: dict[str, Any] = {
     "gateway": {
         "workers": 2,
         "trustedProxies": ["10.0.0.0/8"],
-        "extraEnv": {"GATEWAY_STATUS_TTL_SECONDS": "2"},
+        "extraEnv": {
+            "GATEWAY_STATUS_TTL_SECONDS": "2",
+            "HTTPS_PROXY": "http://proxy.egress:3128",
+            "NO_PROXY": ".cluster.local",
+        },
     },
     "ingress": {
         "enabled": True,
@@ -37,7 +42,7 @@ EVERYTHING: dict[str, Any] = {
     "serviceMonitor": {"enabled": True},
     "autoscaling": {"enabled": True},
     "podDisruptionBudget": {"enabled": True},
-    "networkPolicy": {"enabled": True},
+    "networkPolicy": {"enabled": True, "extraEgress": [PROXY_EGRESS]},
     "topologySpread": {"enabled": True},
     "extraVolumes": [{"name": "redis-ca", "secret": {"secretName": "redis-ca"}}],
     "extraVolumeMounts": [{"name": "redis-ca", "mountPath": "/etc/gmi-gateway/redis-ca"}],
@@ -297,3 +302,9 @@ def test_numbers_in_extra_env_reach_the_gateway_as_it_reads_them() -> None:
     }
     settings = Settings.from_env({**data, "GMI_API_KEY": "k"})
     assert (settings.audit_max_events, settings.max_body_bytes) == (1000000, 33554432)
+
+
+def test_an_egress_proxy_can_be_configured() -> None:
+    manifests = render(EVERYTHING)
+    assert manifests["ConfigMap"]["data"]["HTTPS_PROXY"] == "http://proxy.egress:3128"
+    assert PROXY_EGRESS in manifests["NetworkPolicy"]["spec"]["egress"]
