@@ -302,8 +302,6 @@ class RequestContextMiddleware:
     ) -> audit.AuditEvent:
         code = state.get("error_code")
         outcome = note.outcome or ("ok" if code is None else code)
-        if code == "upstream_timeout":
-            outcome = "ambiguous_submit"
         return audit.AuditEvent(
             time=datetime.now(UTC).isoformat(timespec="milliseconds"),
             kind="request",

@@ -64,6 +64,10 @@ class _AcceptedButUnrecorded(StoreUnavailable):
     """The job exists upstream but its ownership could not be stored."""
 
 
+class _AcceptedWithoutId(UpstreamRelayedError):
+    """The upstream accepted the submit but named no job: it may exist and be billed."""
+
+
 class _Record(msgspec.Struct):
     request_id: str = ""
     status: str = ""
@@ -148,7 +152,7 @@ class Jobs:
                 decision=start.decision,
                 claim=claim,
             )
-        except (UpstreamTimeout, _AcceptedButUnrecorded) as exc:
+        except (UpstreamTimeout, _AcceptedButUnrecorded, _AcceptedWithoutId) as exc:
             if claim is not None:  # a replay must not create a second job
                 try:
                     await self._finish(tenant.id, claim, exc)
@@ -177,15 +181,7 @@ class Jobs:
         try:
             response = await self._upstream.submit(body)
         except UpstreamAmbiguous as exc:
-            metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
-            current_note().video_seconds_charged = charge.cost
-            _log.warning(
-                "ambiguous_submit",
-                tenant=tenant.id,
-                model=model,
-                video_seconds_charged=charge.cost,
-                error=str(exc),
-            )
+            _keep_ambiguous_charge(tenant.id, model, charge, str(exc))
             raise UpstreamTimeout(
                 "the upstream did not answer the submit in time; the job may exist and be "
                 "billed, but its id never reached the gateway: do not resubmit blindly (a retry "
@@ -202,6 +198,16 @@ class Jobs:
             await self._release(tenant.id, charge)
             raise relayed_error(response, not_found=UnknownModel)
         request_id = _request_id(response)
+        if not request_id:
+            _keep_ambiguous_charge(tenant.id, model, charge, "a 2xx answer without a request_id")
+            raise _AcceptedWithoutId(
+                "the upstream accepted the submit but sent no request_id: the job may exist and "
+                "be billed, but the gateway cannot tell which; do not resubmit blindly (a retry "
+                "with the same Idempotency-Key returns this answer); the gateway operator can "
+                "trace it by this request_id",
+                status=502,
+                code="upstream_error",
+            )
         note.upstream_request_id = request_id
         note.video_seconds_charged = charge.cost
         try:
@@ -497,14 +503,24 @@ def _as_status_record(submitted: bytes, payload: msgspec.Raw) -> bytes:
 
 
 def _request_id(response: UpstreamResponse) -> str:
+    """The job id of a submit's answer ("" when it names none)."""
     try:
-        request_id = msgspec.json.decode(response.body, type=_Record).request_id
+        return msgspec.json.decode(response.body, type=_Record).request_id
     except msgspec.MsgspecError:
-        request_id = ""
-    if not request_id:
-        raise UpstreamRelayedError(
-            "the upstream accepted the submit but sent no request_id",
-            status=502,
-            code="upstream_error",
-        )
-    return request_id
+        return ""
+
+
+def _keep_ambiguous_charge(tenant: str, model: str, charge: Charge, error: str) -> None:
+    """A submit the upstream may have billed without the gateway learning the job: the charge
+    stays (its slot expires after the ambiguous hold), counted and audited as such."""
+    metrics.VIDEO_SECONDS_CHARGED.labels(tenant).inc(charge.cost)
+    note = current_note()
+    note.video_seconds_charged = charge.cost
+    note.outcome = "ambiguous_submit"
+    _log.warning(
+        "ambiguous_submit",
+        tenant=tenant,
+        model=model,
+        video_seconds_charged=charge.cost,
+        error=error,
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
+
 from tests.conftest import UPSTREAM_KEY, Keys, SimControl, client_for
 from tests.support.processes import ServerProcess, start_gateway
 
@@ -37,4 +39,10 @@ def test_timed_out_submit_is_504_and_never_retried(
             assert sim_control.calls()["POST /requests"] == before + 1
     finally:
         gateway.stop()
-    assert "ambiguous_submit" in gateway.output()
+    audited = [
+        line
+        for line in gateway.output().splitlines()
+        if '"event":"audit"' in line and '"route":"/api/v1/ie/requestqueue/apikey/requests"' in line
+    ]
+    outcomes = [msgspec.json.decode(line)["outcome"] for line in audited]
+    assert outcomes[-2:] == ["ambiguous_submit", "replayed"]
