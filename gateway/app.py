@@ -149,6 +149,7 @@ def create_app(
                 audit=trail,
                 store=backend,
                 store_failure_mode=settings.store_failure_mode,
+                body_idle_seconds=settings.body_idle_seconds,
                 now=lambda: datetime.fromtimestamp(clock(), UTC),
             )
             reconciler = Reconciler(

@@ -13,6 +13,7 @@ it into ``{"error": <message>, "code": <code>, "request_id": <id>}`` with the cl
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not_found
     │   └── UnknownModel              404 unknown_model
+    ├── BodyTimeout                   408 request_timeout
     ├── PayloadTooLarge               413 payload_too_large
     ├── IdempotencyConflict           409 idempotency_conflict
     ├── IdempotencyMismatch           422 idempotency_key_reused
@@ -35,6 +36,7 @@ from collections.abc import Mapping
 
 __all__ = (
     "BadRequest",
+    "BodyTimeout",
     "ExpiredKey",
     "Forbidden",
     "GatewayError",
@@ -79,6 +81,13 @@ class IncompleteBody(BadRequest):
     """The body ended before it was complete: the client hung up, or sent a malformed chunk."""
 
     code = "incomplete_body"
+
+
+class BodyTimeout(GatewayError):
+    """The client stopped sending its body: it holds a request (and a pod's shutdown) open."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class InvalidJSON(BadRequest):

@@ -88,6 +88,7 @@ class Settings:
     trusted_proxies: tuple[IPNetwork, ...] = field(default_factory=tuple)
     log_level: str = "info"
     max_body_bytes: int = 16 * 1024 * 1024
+    body_idle_seconds: float = 30.0
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 30.0
     # GETs retry only within this long of their first attempt (fast failures), and a replica
@@ -116,6 +117,7 @@ class Settings:
         """Build settings from ``env`` (usually ``os.environ``).
 
         Besides DESIGN §8's variables it reads ``GATEWAY_MAX_BODY_BYTES`` (request body limit),
+        ``GATEWAY_BODY_IDLE_SECONDS`` (408 for a body that stops arriving that long),
         ``GATEWAY_UPSTREAM_CONNECT_TIMEOUT`` / ``GATEWAY_UPSTREAM_READ_TIMEOUT`` (seconds, at
         most 10 / 90 so a submit ends inside its Idempotency-Key claim),
         ``GATEWAY_UPSTREAM_POOL_SIZE``, ``GATEWAY_AUDIT_MAX_EVENTS`` (per audit stream),
@@ -177,6 +179,7 @@ class Settings:
             trusted_proxies=_networks(env.get("GATEWAY_TRUSTED_PROXIES", "")),
             log_level=level,
             max_body_bytes=_positive(env, "GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024, int),
+            body_idle_seconds=_positive(env, "GATEWAY_BODY_IDLE_SECONDS", 30.0, float),
             upstream_connect_timeout=_positive(
                 env,
                 "GATEWAY_UPSTREAM_CONNECT_TIMEOUT",

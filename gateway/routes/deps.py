@@ -6,6 +6,7 @@ obvious at the call site, and it costs nothing per request when unused.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from litestar.exceptions import InternalServerException
 
 from gateway.errors import (
     BadRequest,
+    BodyTimeout,
     ExpiredKey,
     Forbidden,
     GatewayError,
@@ -66,6 +68,7 @@ class Services:
     store: Store
     store_failure_mode: str
     now: Callable[[], datetime]
+    body_idle_seconds: float = 30.0
 
 
 def services(request: AnyRequest) -> Services:
@@ -140,14 +143,31 @@ def admin_principal(request: AnyRequest) -> Admin:
 
 
 async def read_body(request: AnyRequest) -> bytes:
-    """The request body; a body cut short is the client's 400, not the gateway's 500."""
+    """The request body; a body cut short is the client's 400, not the gateway's 500.
+
+    A client that sends nothing for ``body_idle_seconds`` mid-body gets 408 (as from nginx's
+    ``client_body_timeout``): the server times out only header reads, so such a request would
+    otherwise stay open, unaudited, and hold a pod's shutdown until it is killed.
+    """
+    idle = services(request).body_idle_seconds
+    chunks: list[bytes] = []
+    stream = request.stream()
     try:
-        return await request.body()
+        while True:
+            async with asyncio.timeout(idle):
+                chunk = await anext(stream, None)
+            if chunk is None:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(f"the request body stopped arriving: nothing for {idle:g} s") from None
     except InternalServerException:  # Litestar's "client disconnected prematurely"
         raise IncompleteBody(
             "the request body ended before it was complete (the connection closed, or a "
             "chunk was malformed)"
         ) from None
+    finally:
+        await stream.aclose()
 
 
 def header(request: AnyRequest, name: bytes) -> str | None:

@@ -72,7 +72,10 @@ _ERRORS = {
         " store_unavailable, or upstream_error (the upstream's own 503)"
     ),
 }
-_TOO_LARGE = {413: error("payload_too_large: the body is over the gateway's limit")}
+_TOO_LARGE = {
+    408: error("request_timeout: the body stopped arriving mid-way"),
+    413: error("payload_too_large: the body is over the gateway's limit"),
+}
 _CATALOG = documented_operation(
     parameters=[
         header_parameter(

@@ -83,6 +83,7 @@ def test_invalid_environment_names_the_variable(env: dict[str, str], variable: s
         ("GATEWAY_JOB_RETENTION_DAYS", "1e999"),  # parses as inf
         ("GATEWAY_JOB_DEADLINE_SECONDS", "Infinity"),
         ("GATEWAY_STORE_CHECK_SECONDS", "nan"),
+        ("GATEWAY_BODY_IDLE_SECONDS", "inf"),
     ],
 )
 def test_numbers_must_be_finite(variable: str, value: str) -> None:
