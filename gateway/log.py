@@ -327,29 +327,58 @@ class RequestContextMiddleware:
 
 def client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> str | None:
     """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-    ``X-Forwarded-For`` hop that is not itself a trusted proxy (never a spoofable leftmost)."""
+    ``X-Forwarded-For`` hop that is not itself a trusted proxy (never a spoofable leftmost).
+
+    Addresses are read as proxies write them (``1.2.3.4:5555``, ``[2001:db8::1]:443``) and an
+    IPv4 address mapped into IPv6 (a dual-stack socket's ``::ffff:10.0.0.9``) as the IPv4 one,
+    so it matches IPv4 ranges.
+    """
     peer = scope.get("client")
-    address: str | None = peer[0] if peer else None
-    if address is None or not trusted or not _is_trusted(address, trusted):
-        return address
+    if not peer:
+        return None
+    address = _ip(peer[0])
+    if address is None:
+        return str(peer[0])
+    if not trusted or not _within(address, trusted):
+        return str(address)
     forwarded = ",".join(
         value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
     )
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-        try:
-            ip = ipaddress.ip_address(hop)
-        except ValueError:  # not an address: nothing from here on can be believed
-            return address
-        if not any(ip in network for network in trusted):
-            return hop
-    return address
+        ip = _ip(hop)
+        if ip is None:  # not an address: nothing from here on can be believed
+            return str(address)
+        if not _within(ip, trusted):
+            return str(ip)
+    return str(address)
 
 
-def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an address (a port and IPv6 brackets dropped, IPv4-mapped unmapped)."""
+    if text.startswith("["):  # [v6] or [v6]:port
+        text, _, port = text[1:].partition("]")
+        if port and not (port.startswith(":") and _is_port(port[1:])):
+            return None
+    elif text.count(":") == 1:  # v4:port
+        text, _, port = text.partition(":")
+        if not _is_port(port):
+            return None
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _within(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[IPNetwork]
+) -> bool:
     return any(ip in network for network in trusted)
 
 

@@ -35,6 +35,17 @@ def scope(peer: str, forwarded: str | None = None) -> dict[str, Any]:
         ("10.1.2.3", "198.51.100.7", (), "10.1.2.3"),  # no trusted proxies configured
         ("10.1.2.3", "not-an-ip, 198.51.100.7", PROXIES, "198.51.100.7"),
         ("10.1.2.3", "198.51.100.7, " + "x" * 3000, PROXIES, "10.1.2.3"),  # never garbage
+        # As proxies and dual-stack sockets write them:
+        ("::ffff:10.1.2.3", "198.51.100.7", PROXIES, "198.51.100.7"),  # a mapped trusted peer
+        ("::ffff:203.0.113.9", None, PROXIES, "203.0.113.9"),
+        ("10.1.2.3", "198.51.100.7, ::ffff:10.9.9.9", PROXIES, "198.51.100.7"),
+        ("10.1.2.3", "198.51.100.7:5555", PROXIES, "198.51.100.7"),  # Azure's ip:port
+        ("10.1.2.3", "[2001:db8::1]:443", PROXIES, "2001:db8::1"),
+        ("10.1.2.3", "[2001:db8::1]", PROXIES, "2001:db8::1"),
+        ("10.1.2.3", "2001:db8::1", PROXIES, "2001:db8::1"),
+        ("10.1.2.3", "198.51.100.7:x", PROXIES, "10.1.2.3"),  # a broken port: not an address
+        ("10.1.2.3", "[2001:db8::1]x", PROXIES, "10.1.2.3"),
+        ("10.1.2.3", "[2001:db8::1]:", PROXIES, "10.1.2.3"),
     ],
 )
 def test_client_address(
