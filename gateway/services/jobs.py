@@ -192,8 +192,6 @@ class Jobs:
             await self._release(tenant.id, charge)
             raise unavailable(exc) from None
         note = current_note()
-        note.upstream_status = response.status
-        note.upstream_latency_ms = round(response.elapsed * 1000, 3)
         if response.status not in (200, 201):
             await self._release(tenant.id, charge)
             raise relayed_error(response, not_found=UnknownModel)
@@ -357,9 +355,6 @@ class Jobs:
             response = await self._upstream.get_request(job.request_id)
         except UpstreamError as exc:
             raise unavailable(exc) from None
-        note = current_note()
-        note.upstream_status = response.status
-        note.upstream_latency_ms = round(response.elapsed * 1000, 3)
         if response.status != 200:
             raise relayed_error(response)
         status = job_status(response.body)

@@ -19,6 +19,7 @@ import httpx
 import structlog
 
 from gateway import metrics
+from gateway.audit import current_note
 from gateway.upstream.circuit import CircuitBreaker
 from gateway.upstream.errors import UpstreamAmbiguous, UpstreamError, UpstreamUnavailable
 from gateway.upstream.retry import RETRYABLE_STATUSES, RetryBudget, backoff_delay
@@ -319,8 +320,13 @@ class UpstreamClient:
 
 
 def _observe(endpoint: str, status: str, elapsed: float) -> None:
+    """Count an attempt, and note it for the audit of the request that made it (the last
+    attempt wins: a submit on a cold catalog is audited with its POST)."""
     metrics.UPSTREAM_REQUESTS.labels(endpoint, status).inc()
     metrics.UPSTREAM_REQUEST_DURATION.labels(endpoint).observe(elapsed)
+    note = current_note()
+    note.upstream_status = int(status) if status.isdigit() else None
+    note.upstream_latency_ms = round(elapsed * 1000, 3)
 
 
 def _segment(value: str) -> str:

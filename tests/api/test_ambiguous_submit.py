@@ -44,5 +44,6 @@ def test_timed_out_submit_is_504_and_never_retried(
         for line in gateway.output().splitlines()
         if '"event":"audit"' in line and '"route":"/api/v1/ie/requestqueue/apikey/requests"' in line
     ]
-    outcomes = [msgspec.json.decode(line)["outcome"] for line in audited]
-    assert outcomes[-2:] == ["ambiguous_submit", "replayed"]
+    timed_out, replayed = (msgspec.json.decode(line) for line in audited[-2:])
+    assert (timed_out["outcome"], replayed["outcome"]) == ("ambiguous_submit", "replayed")
+    assert timed_out["upstream_latency_ms"] >= 300  # how long the upstream was waited for

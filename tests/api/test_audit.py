@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, SimControl
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
 from tests.support.redis_server import RedisServer, find_redis_server
 
@@ -137,6 +137,23 @@ def test_every_request_is_audited_once_with_its_outcome(
         assert key not in text
     assert UPSTREAM_KEY not in text
     assert '"event":"audit"' in server.output()
+
+
+def test_every_upstream_call_is_in_the_audit_of_the_request_that_made_it(
+    audited: tuple[ServerProcess, RedisServer], sim_control: SimControl
+) -> None:
+    """Before, only submits and polls noted the upstream: an upstream 503 on the other routes
+    looked like the gateway's own, and a model's detail had no model."""
+    server, _ = audited
+    sim_control.fault("POST /upload-url", status=503, rate=1.0)
+    with as_tenant(server, "other") as other:
+        assert other.get(f"{MIRROR}/models/{MODEL}").status_code == 200  # a cold catalog
+        assert other.post(f"{MIRROR}/upload-url", json={"file_type": "jpg"}).status_code == 503
+        upload, detail = events(other, "/v1/audit", 2)
+    assert (detail["model"], detail["upstream_status"]) == (MODEL, 200)
+    assert detail["upstream_latency_ms"] > 0
+    assert (upload["status"], upload["upstream_status"]) == (503, 503)
+    assert upload["upstream_latency_ms"] > 0
 
 
 def test_prompts_are_kept_only_for_tenants_who_opted_in(
