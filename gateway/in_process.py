@@ -28,7 +28,7 @@ from gateway.sim import SimConfig, create_sim_app
 from gateway.store.memory import MemoryStore
 from gateway.upstream import UpstreamClient
 
-__all__ = ("OPENAPI_FILE", "demo", "openapi", "openapi_document", "sim")
+__all__ = ("OPENAPI_FILE", "demo", "http_url", "openapi", "openapi_document", "sim")
 
 OPENAPI_FILE = Path("openapi/openapi.json")
 DEMO_TENANT = "demo"
@@ -61,7 +61,7 @@ def demo(args: argparse.Namespace) -> int:
     listening = _listen("demo", args.host, args.port)
     if listening is None:
         return 2
-    base = f"http://{args.host}:{args.port}{MIRROR_PREFIX}"
+    base = http_url(args.host, args.port) + MIRROR_PREFIX
     print(_demo_banner(base, demo_key), flush=True)
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=False)
@@ -87,6 +87,11 @@ def _listen(command: str, host: str, port: int) -> socket.socket | None:
         )
         return None
     return listening
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, an IPv6 host in brackets (as curl and browsers need it)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _demo_banner(base: str, key: str) -> str:

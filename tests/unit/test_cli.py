@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.__main__ import main
-from gateway.in_process import OPENAPI_FILE, openapi_document
+from gateway.in_process import OPENAPI_FILE, http_url, openapi_document
 from gateway.services.tenants import parse_tenants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +160,15 @@ def test_several_workers_cannot_share_an_open_mode_fallback(
     monkeypatch.setenv("GATEWAY_STORE_FAILURE_MODE", "open")
     assert main(["serve", "--workers", "2"]) == 2
     assert "--workers above 1 cannot run GATEWAY_STORE_FAILURE_MODE=open" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("localhost", "http://localhost:8080"),
+        ("::1", "http://[::1]:8080"),  # what curl needs; the banner printed http://::1:8080
+    ],
+)
+def test_the_demo_prints_urls_curl_can_use(host: str, url: str) -> None:
+    assert http_url(host, 8080) == url
