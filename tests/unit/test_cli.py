@@ -135,31 +135,34 @@ def test_sim_refuses_an_unreadable_catalog(
     assert problem in err
 
 
-def test_several_workers_need_the_shared_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        # Without Redis each worker kept its own jobs: polls of one job flipped 200/404.
+        ({}, "--workers above 1 needs GATEWAY_REDIS_URL"),
+        # The fallback is per process: limits multiplied, outage jobs 503 on sibling workers.
+        (
+            {"GATEWAY_REDIS_URL": "redis://127.0.0.1:1/0", "GATEWAY_STORE_FAILURE_MODE": "open"},
+            "--workers above 1 cannot run GATEWAY_STORE_FAILURE_MODE=open",
+        ),
+    ],
+)
+def test_several_workers_need_one_shared_store(
+    env: dict[str, str],
+    refusal: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Without Redis each worker kept its own jobs: polls of one job flipped 200/404."""
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text("tenants: []\n")
     monkeypatch.setenv("GMI_API_KEY", "gmi-key-value")
     monkeypatch.setenv("GATEWAY_TENANTS_FILE", str(tenants))
     monkeypatch.delenv("GATEWAY_REDIS_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     assert main(["serve", "--workers", "2"]) == 2
-    assert "--workers above 1 needs GATEWAY_REDIS_URL" in capsys.readouterr().err
-
-
-def test_several_workers_cannot_share_an_open_mode_fallback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The fallback is per process: limits multiplied, outage jobs 503 on sibling workers."""
-    tenants = tmp_path / "tenants.yaml"
-    tenants.write_text("tenants: []\n")
-    monkeypatch.setenv("GMI_API_KEY", "gmi-key-value")
-    monkeypatch.setenv("GATEWAY_TENANTS_FILE", str(tenants))
-    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setenv("GATEWAY_STORE_FAILURE_MODE", "open")
-    assert main(["serve", "--workers", "2"]) == 2
-    assert "--workers above 1 cannot run GATEWAY_STORE_FAILURE_MODE=open" in capsys.readouterr().err
+    assert refusal in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
