@@ -156,6 +156,41 @@ def test_every_upstream_call_is_in_the_audit_of_the_request_that_made_it(
     assert upload["upstream_latency_ms"] > 0
 
 
+def settlements(client: httpx.Client) -> list[dict[str, Any]]:
+    page = client.get("/v1/audit", params={"limit": "500"}).raise_for_status().json()
+    return [e for e in page["events"] if e["kind"] == "settlement"]
+
+
+def test_settlements_are_audited_with_what_they_charged_or_refunded(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    server, _ = audited
+    with as_tenant(server, "other") as other:
+        ids = {
+            prompt: other.post(
+                f"{MIRROR}/requests", json={"model": MODEL, "payload": {"prompt": prompt}}
+            ).json()["request_id"]
+            for prompt in ("a heron", "a heron [sim:fail]")
+        }
+        for request_id in ids.values():
+            deadline = time.monotonic() + 10
+            while other.get(f"{MIRROR}/requests/{request_id}").json()["status"] not in (
+                "success",
+                "failed",
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while len(found := settlements(other)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    by_job = {e["upstream_request_id"]: e for e in found}
+    assert set(by_job) == set(ids.values())
+    succeeded, failed = by_job[ids["a heron"]], by_job[ids["a heron [sim:fail]"]]
+    assert (succeeded["outcome"], succeeded["video_seconds_charged"]) == ("charged", 5)
+    assert (failed["outcome"], failed["video_seconds_refunded"]) == ("refunded", 5)
+    assert all(e["tenant"] == "other" and e["model"] == MODEL for e in found)
+
+
 def test_prompts_are_kept_only_for_tenants_who_opted_in(
     audited: tuple[ServerProcess, RedisServer],
 ) -> None:
