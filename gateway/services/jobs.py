@@ -55,6 +55,7 @@ IDEMPOTENCY_TTL = 24 * 3600.0
 IDEMPOTENCY_PENDING_TTL = 120.0
 MAX_IDEMPOTENCY_KEY = 255
 CANONICAL_PAYLOAD_MAX = 64 * 1024
+ECHO_MAX = 64 * 1024  # a larger payload is not echoed back in the records the gateway keeps
 
 _log = structlog.get_logger("gateway.jobs")
 _T = TypeVar("_T")
@@ -208,18 +209,19 @@ class Jobs:
             )
         note.upstream_request_id = request_id
         note.video_seconds_charged = charge.cost
+        answer = _without_large_echo(response.body)  # a sync model's answer is a whole record
         try:
             await self._store.add_job(
                 tenant.id,
                 request_id,
                 model,
-                _as_status_record(response.body, submission.payload),
+                _as_status_record(answer, submission.payload),
                 charge=charge,
                 deadline=self._quotas.deadline(),
                 idempotency=None
                 if claim is None
                 else replace(claim, ttl=IDEMPOTENCY_TTL, token=charge.token),
-                answer=response.body,
+                answer=answer,
             )
         except StoreError as exc:
             _log.error(
@@ -234,7 +236,7 @@ class Jobs:
             ) from None
         metrics.JOBS_SUBMITTED.labels(tenant.id, model).inc()
         metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
-        status = job_status(response.body)
+        status = job_status(answer)
         if status in TERMINAL_STATUSES:  # a sync model (spec §3): the job ended with the POST
             try:
                 await self._quotas.settle(tenant.id, request_id, status, model=model)
@@ -242,7 +244,7 @@ class Jobs:
                 _log.warning(
                     "job_bookkeeping_failed", upstream_request_id=request_id, error=str(exc)
                 )
-        return Submitted(200, response.body, decision)
+        return Submitted(200, answer, decision)
 
     async def poll(self, principal: Principal, request_id: str) -> Poll:
         """A status poll's first step, in one store round trip: spend the read (429 when it is
@@ -357,7 +359,8 @@ class Jobs:
             raise unavailable(exc) from None
         if response.status != 200:
             raise relayed_error(response)
-        status = job_status(response.body)
+        record = _without_large_echo(response.body)
+        status = job_status(record)
         try:
             if status in TERMINAL_STATUSES:
                 await self._quotas.settle(job.tenant, job.request_id, status, model=job.model)
@@ -365,18 +368,18 @@ class Jobs:
                 await self.expire(job)
             else:
                 await self._store.mark_checked(job.tenant, job.request_id)
-            if response.body != job.record:
+            if record != job.record:
                 await self._store.update_job_record(
                     job.tenant,
                     job.request_id,
-                    response.body,
+                    record,
                     final=status in TERMINAL_STATUSES,
                 )
         except StoreError as exc:  # the answer is still right; the reconciler settles later
             _log.warning(
                 "job_bookkeeping_failed", upstream_request_id=job.request_id, error=str(exc)
             )
-        return response.body
+        return record
 
     async def expire(self, job: StoredJob) -> None:
         """Settle a job that outlived its deadline without ending: refund it, free its slot.
@@ -487,7 +490,8 @@ def _as_status_record(submitted: bytes, payload: msgspec.Raw) -> bytes:
     fields the submit answer lacks go where a status record has them (after ``status``), and
     the payload is the client's own bytes, echoed verbatim as the upstream does."""
     answer = msgspec.json.decode(submitted)  # _request_id read it already: it is an object
-    defaults = {"is_public": False, "payload": payload, "outcome": None}
+    echo = payload if len(payload) <= ECHO_MAX else msgspec.Raw(b"{}")
+    defaults = {"is_public": False, "payload": echo, "outcome": None}
     missing = {name: value for name, value in defaults.items() if name not in answer}
     record: dict[str, object] = {}
     for name, value in answer.items():
@@ -495,6 +499,22 @@ def _as_status_record(submitted: bytes, payload: msgspec.Raw) -> bytes:
         if name == "status":
             record.update(missing)
     return msgspec.json.encode({**record, **missing})  # at the end if there was no status
+
+
+def _without_large_echo(record: bytes) -> bytes:
+    """A record as the gateway keeps and serves it: a ``payload`` echo over ``ECHO_MAX`` (an
+    inline base64 image) becomes ``{}``, as the upstream itself once answered an image job
+    (spec §4). A job's record is kept for 30 days and sent on every poll and list."""
+    if len(record) <= ECHO_MAX:
+        return record
+    try:
+        fields = msgspec.json.decode(record, type=dict[str, msgspec.Raw])
+    except msgspec.DecodeError:
+        return record
+    if len(fields.get("payload", b"")) <= ECHO_MAX:
+        return record
+    fields["payload"] = msgspec.Raw(b"{}")
+    return msgspec.json.encode(fields)
 
 
 def _request_id(response: UpstreamResponse) -> str:

@@ -6,15 +6,19 @@ import asyncio
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from tests.conftest import Keys, SimControl
-from tests.support.processes import MIRROR, ServerProcess
+from tests.conftest import UPSTREAM_KEY, Keys, SimControl, client_for
+from tests.support.processes import MIRROR, ServerProcess, start_gateway
+from tests.support.redis_server import RedisServer
 
 MODEL = "Kling-Text2Video-V2-Master"
+IMAGE_MODEL = "Kling-Image2Video-V2-Master"
 GOOD = {"prompt": "waves at a lighthouse", "duration": "5"}
 
 
@@ -344,3 +348,39 @@ def test_a_number_out_of_range_in_a_field_nobody_reads_is_no_500(studio: httpx.C
         "invalid_json",
         "out of range",
     )
+
+
+@pytest.mark.redis
+def test_an_inline_image_is_not_echoed_back_in_the_records_kept_and_served(
+    sim: ServerProcess, tenants_file: Path, keys: Keys, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The upstream echoes the payload in every record (spec §4): kept for 30 days and sent on
+    every poll and list, a 10 MB base64 image made each job cost 10 MB of Redis and of every
+    poll. Over 64 KiB the echo is {} (as the upstream once answered an image job)."""
+    server = start_gateway(
+        tmp_path,
+        sim=sim,
+        upstream_key=UPSTREAM_KEY,
+        tenants_file=tenants_file,
+        name="images",
+        extra_env={"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_MAX_BODY_BYTES": "1048576"},
+    )
+    image = "data:image/png;base64," + "A" * (512 * 1024)
+    try:
+        with client_for(server, keys.studio) as studio:
+            large = submit(studio, {"prompt": "a kite", "image": image}, model=IMAGE_MODEL)
+            small = submit(studio, {"prompt": "a kite", "image": "https://x.example/k.png"},
+                           model=IMAGE_MODEL)  # fmt: skip
+            listed = {r["request_id"]: r for r in studio.get("/requests").json()["requests"]}
+            assert listed[large]["payload"] == {}
+            assert listed[small]["payload"]["image"] == "https://x.example/k.png"
+            finished = poll_until_terminal(studio, large)
+            assert finished["payload"] == {}
+            assert finished["status"] == "success"
+            assert poll_until_terminal(studio, small)["payload"]["image"].startswith("https://")
+    finally:
+        server.stop()
+    with redis.Redis.from_url(redis_server.url) as client:
+        kept = client.memory_usage(f"gmigw:{{studio}}:job:{large}")
+    assert kept is not None
+    assert kept < 16 * 1024
