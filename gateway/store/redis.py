@@ -590,6 +590,7 @@ class RedisStore(Store):
         NOSCRIPT. Only those are sent again, or the others would hold it twice.
         """
         sha, cap = self._append_audit.sha, self._audit_max
+        retention_ms = math.ceil(self._audit_retention * 1000)
 
         last_ids: dict[str, bytes] = {}
 
@@ -597,7 +598,7 @@ class RedisStore(Store):
             pipe = self._redis.pipeline(transaction=False)
             for stream, bodies in todo.items():
                 since = look_from.get(stream, "")
-                _ = pipe.evalsha(sha, 1, stream, cap, oldest, since, *bodies)
+                _ = pipe.evalsha(sha, 1, stream, cap, oldest, since, retention_ms, *bodies)
             replies = await pipe.execute(raise_on_error=False)
             unscripted: dict[str, list[Arg]] = {}
             for (stream, bodies), reply in zip(todo.items(), replies, strict=True):

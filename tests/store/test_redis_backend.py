@@ -655,3 +655,15 @@ async def test_a_resent_audit_batch_is_looked_for_in_each_stream_from_its_own_id
         assert client.xlen("gmigw:{a}:audit") == 2
         assert client.xlen("gmigw:audit") == 3
     await store.aclose()
+
+
+async def test_an_audit_stream_nobody_appends_to_expires_a_retention_after_the_last_event(
+    store: RedisStore, own_server: RedisServer
+) -> None:
+    """Streams are trimmed only when appended to: a removed or idle tenant's trail (prompts
+    included) stayed in Redis for ever, past the promised 30 days."""
+    await store.append_audit([("gone", b"1"), (None, b"2")])
+    retention_ms = 30 * 86400 * 1000
+    with redis.Redis.from_url(own_server.url) as client:
+        for stream in ("gmigw:{gone}:audit", "gmigw:audit"):
+            assert retention_ms - 60_000 < client.pttl(stream) <= retention_ms
