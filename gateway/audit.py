@@ -39,6 +39,7 @@ __all__ = (
 
 AUDIT_BUFFER = 10_000
 MAX_PROMPT_TEXT = 4_000  # Kling's limit is 2,500; container runtimes split lines at 16 KiB
+MAX_PROMPT_BYTES = 8_192  # JSON-encoded: a control character takes 6 bytes, a CJK one 3
 AUDIT_BATCH = 256
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
@@ -105,14 +106,22 @@ def begin_note() -> AuditNote:
 
 def note_prompt(prompt: object, *, keep_text: bool) -> None:
     """Record a prompt as SHA-256 and length; the text itself only if the tenant opted in, and
-    at most ``MAX_PROMPT_TEXT`` characters of it: one audit line stays one log record, and
-    the trail's size in Redis stays bounded whatever a model allows."""
+    at most ``MAX_PROMPT_TEXT`` characters and ``MAX_PROMPT_BYTES`` encoded of it: one audit
+    line stays one log record, and the trail's size in Redis stays bounded whatever a model
+    allows."""
     if not isinstance(prompt, str):
         return
     note = current_note()
     note.prompt_sha256 = hashlib.sha256(prompt.encode()).hexdigest()
     note.prompt_length = len(prompt)
-    note.prompt = prompt[:MAX_PROMPT_TEXT] if keep_text else None
+    note.prompt = _bounded(prompt) if keep_text else None
+
+
+def _bounded(text: str) -> str:
+    text = text[:MAX_PROMPT_TEXT]
+    while (size := len(msgspec.json.encode(text))) > MAX_PROMPT_BYTES:
+        text = text[: len(text) * MAX_PROMPT_BYTES // size]  # shorter each time
+    return text
 
 
 Sink = Callable[[Sequence[AuditEvent]], Awaitable[None]]

@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 
+import msgspec
+import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -109,6 +111,18 @@ def test_a_kept_prompt_is_cut_to_a_bounded_length_but_hashed_whole() -> None:
     assert note.prompt == prompt[: audit.MAX_PROMPT_TEXT]
     assert note.prompt_length == len(prompt)
     assert note.prompt_sha256 == hashlib.sha256(prompt.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("character", ["\u0001", "\u9e6d", "\U0001f99a"])
+def test_a_kept_prompt_is_bounded_in_encoded_bytes_too(character: str) -> None:
+    """4,000 control characters encode to 24 KB: past the 16 KiB at which container runtimes
+    split a log line, and 60 times the event size the README plans Redis for."""
+    note = audit.begin_note()
+    audit.note_prompt(character * 4000, keep_text=True)
+    assert note.prompt is not None
+    size = len(msgspec.json.encode(note.prompt))
+    assert audit.MAX_PROMPT_BYTES - 12 <= size <= audit.MAX_PROMPT_BYTES
+    assert set(note.prompt) == {character}
 
 
 async def test_a_failing_sink_is_retried_and_loses_nothing() -> None:
