@@ -42,7 +42,13 @@ _log = structlog.get_logger("gateway.upstream")
 # Failures raised before a single byte of the request left: a submit that hit one is safe to
 # report as "not sent". Everything else (read/write timeouts, broken connections, protocol
 # errors) may come after the upstream received the request.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,  # the egress proxy refused the tunnel
+    httpx.UnsupportedProtocol,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +313,8 @@ class UpstreamClient:
                 what = f"upstream write timed out after {timeout.write}s on {endpoint}"
             case httpx.ConnectError():
                 what = f"could not connect to the upstream on {endpoint}"
+            case httpx.ProxyError():  # the message is the transport's own: the proxy's status
+                what = f"the egress proxy refused the tunnel to the upstream on {endpoint}: {exc}"
             case httpx.RemoteProtocolError():
                 what = (
                     f"upstream broke the HTTP exchange on {endpoint} (connection closed or reset)"

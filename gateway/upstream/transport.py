@@ -84,6 +84,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             failure = httpx.ConnectTimeout("timed out before sending", request=request)
         except aiohttp.ClientConnectorError:
             failure = httpx.ConnectError("could not connect; nothing sent", request=request)
+        except aiohttp.ClientHttpProxyError as exc:  # the tunnel was refused: nothing went on
+            failure = httpx.ProxyError(f"status {exc.status}", request=request)
         except aiohttp.SocketTimeoutError:
             failure = httpx.ReadTimeout("timed out waiting for the answer", request=request)
         except TimeoutError:  # the total: the answer came, but too slowly

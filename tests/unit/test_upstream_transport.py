@@ -132,6 +132,28 @@ async def test_a_refused_connection_means_nothing_was_sent() -> None:
     assert chained(caught.value) == []
 
 
+async def test_a_proxy_that_refuses_the_tunnel_means_nothing_was_sent(
+    serve: Callable[[Handler], Awaitable[Server]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An egress proxy without the GMI host in its allow list, or wanting credentials: every
+    submit was "ambiguous" (a 504 that kept its charge and slot), though none left the proxy."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"CONNECT ")
+        writer.write(answer(403, b""))
+        await writer.drain()
+
+    proxy = await serve(handler)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    upstream = upstream_for("https://console.example")
+    try:
+        with pytest.raises(UpstreamUnavailable, match=r"proxy refused the tunnel.*status 403"):
+            await upstream.submit(b"{}")
+    finally:
+        await upstream.aclose()
+    assert proxy.connections == 1
+
+
 async def test_waiting_for_a_pooled_connection_means_nothing_was_sent(
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
