@@ -138,10 +138,10 @@ def _model_list(ids: tuple[str, ...], allowed: frozenset[str] | None) -> tuple[b
 async def get_model(request: AnyRequest, model_id: FromPath[str]) -> Reply:
     """A model's detail and parameter schema (404 for models this tenant may not use)."""
     tenant = (await tenant_read(request)).tenant
-    current_note().model = model_id
     if not tenant.allows_model(model_id):
         raise UnknownModel(f"model {model_id} does not exist")
     entry = await services(request).catalog.model(model_id)
+    current_note().model = model_id  # one that exists: no client text in the trail
     return _cacheable(request, entry.value.raw, entry.value.etag, entry.cache)
 
 

@@ -129,7 +129,10 @@ class Jobs:
         if not tenant.allows_model(submission.model):
             raise UnknownModel(f"model {submission.model} does not exist")
         entry = (await self._catalog.model(submission.model)).value
-        current_note().model = submission.model  # a model that exists: no client text
+        note = current_note()
+        note.model = submission.model  # a model that exists: no client text
+        # What a cold catalog's reads noted is not the submit's: audit only the POST's answer.
+        note.upstream_status = note.upstream_latency_ms = None
         payload = object_fields(submission.payload, tuple(p.name for p in entry.parameters))
         validate_payload(payload, entry.parameters)
         claim = None

@@ -149,7 +149,13 @@ def test_every_upstream_call_is_in_the_audit_of_the_request_that_made_it(
     with as_tenant(server, "other") as other:
         assert other.get(f"{MIRROR}/models/{MODEL}").status_code == 200  # a cold catalog
         assert other.post(f"{MIRROR}/upload-url", json={"file_type": "jpg"}).status_code == 503
-        upload, detail = events(other, "/v1/audit", 2)
+        # Refused after its model's detail was read: that read is not the submit's upstream.
+        invalid = {"model": "Veo3", "payload": {"negative_prompt": "no prompt"}}
+        assert other.post(f"{MIRROR}/requests", json=invalid).status_code == 400
+        assert other.get(f"{MIRROR}/models/{'Z' * 300}").status_code == 404
+        unknown, refused, upload, detail = events(other, "/v1/audit", 4)
+    assert (refused["status"], refused.get("upstream_status")) == (400, None)
+    assert "model" not in unknown  # no client text in the trail
     assert (detail["model"], detail["upstream_status"]) == (MODEL, 200)
     assert detail["upstream_latency_ms"] > 0
     assert (upload["status"], upload["upstream_status"]) == (503, 503)
