@@ -147,18 +147,17 @@ async def read_body(request: AnyRequest) -> bytes:
 
     A client that sends nothing for ``body_idle_seconds`` mid-body gets 408 (as from nginx's
     ``client_body_timeout``): the server times out only header reads, so such a request would
-    otherwise stay open, unaudited, and hold a pod's shutdown until it is killed.
+    otherwise stay open, unaudited, and hold a pod's shutdown until it is killed. The limit is
+    on silence: a slow body that keeps coming is not cut.
     """
     idle = services(request).body_idle_seconds
+    loop = asyncio.get_running_loop()
     chunks: list[bytes] = []
-    stream = request.stream()
     try:
-        while True:
-            async with asyncio.timeout(idle):
-                chunk = await anext(stream, None)
-            if chunk is None:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        async with asyncio.timeout(idle) as deadline:
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                deadline.reschedule(loop.time() + idle)
     except TimeoutError:
         raise BodyTimeout(f"the request body stopped arriving: nothing for {idle:g} s") from None
     except InternalServerException:  # Litestar's "client disconnected prematurely"
@@ -166,8 +165,7 @@ async def read_body(request: AnyRequest) -> bytes:
             "the request body ended before it was complete (the connection closed, or a "
             "chunk was malformed)"
         ) from None
-    finally:
-        await stream.aclose()
+    return b"".join(chunks)
 
 
 def header(request: AnyRequest, name: bytes) -> str | None:

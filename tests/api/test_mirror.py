@@ -250,6 +250,9 @@ def test_body_over_the_size_limit_is_413(studio: httpx.Client, sim_control: SimC
     before = sim_control.calls()["POST /requests"]
     body = {"model": MODEL, "payload": {"prompt": "p", "extra": "x" * (70 * 1024)}}
     assert_error(studio.post("/requests", json=body), 413, "payload_too_large", "limit of 65536")
+    encoded = json.dumps(body).encode()
+    chunked = (encoded[start : start + 8192] for start in range(0, len(encoded), 8192))
+    assert_error(studio.post("/requests", content=chunked), 413, "payload_too_large", "65536")
     assert sim_control.calls()["POST /requests"] == before
 
 

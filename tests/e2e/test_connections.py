@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import UPSTREAM_KEY, Keys
+from tests.conftest import UPSTREAM_KEY, Keys, SimControl
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
 
 
@@ -32,7 +32,7 @@ def test_idle_connections_do_not_stop_the_gateway_answering(
 
 
 def test_a_body_that_stops_arriving_is_408_and_audited(
-    sim: ServerProcess, tenants_file: Path, keys: Keys, tmp_path: Path
+    sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
 ) -> None:
     """The server times out only header reads: a client that went quiet mid-body kept its
     request open, unaudited, and held the pod's shutdown until granian killed the worker."""
@@ -49,12 +49,14 @@ def test_a_body_that_stops_arriving_is_408_and_audited(
         "Content-Type: application/json\r\nX-Request-ID: stalled-1\r\n"
     )
     body = b'{"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "slow but steady"}}'
+    submits = sim_control.calls()["POST /requests"]
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as stalled:
             stalled.sendall(f"{head}Content-Length: 100\r\n\r\n".encode() + b'{"model":')
             answer = stalled.recv(65536).decode()
         assert answer.startswith("HTTP/1.1 408")
         assert '"code":"request_timeout"' in answer
+        assert sim_control.calls()["POST /requests"] == submits  # nothing sent, nothing charged
         # Slow is not stalled: the limit is on silence, not on the whole body.
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
             slow.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
