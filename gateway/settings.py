@@ -344,12 +344,30 @@ def _features_off(raw: str) -> frozenset[str]:
 
 
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
-    networks = []
+    networks: list[IPNetwork] = []
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
         try:
-            networks.append(ipaddress.ip_network(part, strict=False))
+            networks.extend(_as_read(ipaddress.ip_network(part, strict=False)))
         except ValueError:
             raise SettingsError(f"GATEWAY_TRUSTED_PROXIES: {part!r} is not a CIDR") from None
     return tuple(networks)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _as_read(network: IPNetwork) -> tuple[IPNetwork, ...]:
+    """The request log reads IPv4-mapped addresses as IPv4 ones, so a range of them must be an
+    IPv4 range too: ``::ffff:10.0.0.0/104`` is ``10.0.0.0/8``, and ``::/0`` takes in
+    ``0.0.0.0/0``."""
+    if not isinstance(network, ipaddress.IPv6Network):
+        return (network,)
+    if network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # within ::ffff:0:0/96
+        return (ipaddress.IPv4Network((mapped, network.prefixlen - 96)),)
+    if _MAPPED.subnet_of(network):
+        return (network, ipaddress.IPv4Network("0.0.0.0/0"))
+    return (network,)

@@ -175,3 +175,19 @@ def test_features_can_be_switched_off_for_measuring() -> None:
     assert settings.features_off == {"audit", "metrics"}
     with pytest.raises(SettingsError, match="GATEWAY_FEATURES_OFF: unknown feature 'quotas'"):
         Settings.from_env({**BASE, "GATEWAY_FEATURES_OFF": "audit,quotas"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "networks"),
+    [
+        ("10.0.0.0/8, 2001:db8::/32", ["10.0.0.0/8", "2001:db8::/32"]),
+        ("::ffff:10.0.0.0/104", ["10.0.0.0/8"]),  # as the request log reads mapped peers
+        ("::ffff:10.1.2.3", ["10.1.2.3/32"]),
+        ("::/0", ["::/0", "0.0.0.0/0"]),
+    ],
+)
+def test_trusted_proxies_match_addresses_as_the_request_log_reads_them(
+    raw: str, networks: list[str]
+) -> None:
+    settings = Settings.from_env({**BASE, "GATEWAY_TRUSTED_PROXIES": raw})
+    assert [str(n) for n in settings.trusted_proxies] == networks
