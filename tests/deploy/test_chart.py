@@ -293,12 +293,14 @@ def test_numbers_in_extra_env_reach_the_gateway_as_it_reads_them() -> None:
         "GATEWAY_AUDIT_MAX_EVENTS": 1000000,
         "GATEWAY_MAX_BODY_BYTES": 33554432,
         "GATEWAY_STATUS_TTL_SECONDS": 0.5,
+        "GATEWAY_SOMETHING_HUGE": 1e20,  # past int64: left to the gateway's own check
     }
     data = render({**REQUIRED, "gateway": {"extraEnv": numbers}})["ConfigMap"]["data"]
     assert {name: data[name] for name in numbers} == {
         "GATEWAY_AUDIT_MAX_EVENTS": "1000000",
         "GATEWAY_MAX_BODY_BYTES": "33554432",
         "GATEWAY_STATUS_TTL_SECONDS": "0.5",
+        "GATEWAY_SOMETHING_HUGE": "1e+20",
     }
     settings = Settings.from_env({**data, "GMI_API_KEY": "k"})
     assert (settings.audit_max_events, settings.max_body_bytes) == (1000000, 33554432)
