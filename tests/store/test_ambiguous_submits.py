@@ -1,11 +1,13 @@
 """DESIGN §4, ambiguous submits: the upstream may have created (and billed) the job, but its
 id never reached the gateway, because the answer was lost or named no job. The charge stays,
 counted and audited as such; the concurrency slot is held only for the ambiguous hold; a retry
-with the same Idempotency-Key replays the answer instead of submitting (and billing) again."""
+with the same Idempotency-Key replays the answer instead of submitting (and billing) again, as
+any keyed submit's does for 24 hours."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import msgspec
@@ -35,7 +37,7 @@ class _LostSubmitAnswers(httpx.AsyncBaseTransport):
     """The simulator, whose submit answers (the job created) are lost on the way back: the
     connection times out, or the answer comes without its request_id."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, fault: str) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, fault: str | None) -> None:
         self.inner = inner
         self.fault = fault
         self.submits = 0
@@ -45,6 +47,8 @@ class _LostSubmitAnswers(httpx.AsyncBaseTransport):
         if request.method != "POST" or not request.url.path.endswith("/requests"):
             return response
         self.submits += 1
+        if self.fault is None:
+            return response
         if self.fault == "timeout":
             raise httpx.ReadTimeout("the answer never came", request=request)
         record = msgspec.json.decode(await response.aread())
@@ -52,17 +56,27 @@ class _LostSubmitAnswers(httpx.AsyncBaseTransport):
         return httpx.Response(response.status_code, json=record)
 
 
+@asynccontextmanager
+async def services_over_sim(
+    store: Store, clock: FakeClock, fault: str | None
+) -> AsyncIterator[tuple[Jobs, Quotas, _LostSubmitAnswers]]:
+    sim = create_sim_app(SimConfig(api_key=SIM_KEY, seed=7), clock=clock)
+    transport = _LostSubmitAnswers(httpx.ASGITransport(sim), fault)
+    upstream = UpstreamClient(base_url="http://sim" + PREFIX, api_key=SIM_KEY, transport=transport)
+    quotas = Quotas(store, clock=clock, ambiguous_hold_seconds=HOLD, job_deadline_seconds=3600)
+    catalog = Catalog(upstream, store, ttl=3600, clock=clock, holder="test")
+    try:
+        yield Jobs(store, upstream, catalog, quotas), quotas, transport
+    finally:
+        await upstream.aclose()
+
+
 @pytest.fixture(params=["timeout", "no request_id"])
 async def services(
     request: pytest.FixtureRequest, store: Store, clock: FakeClock
 ) -> AsyncIterator[tuple[Jobs, Quotas, _LostSubmitAnswers]]:
-    sim = create_sim_app(SimConfig(api_key=SIM_KEY, seed=7), clock=clock)
-    transport = _LostSubmitAnswers(httpx.ASGITransport(sim), request.param)
-    upstream = UpstreamClient(base_url="http://sim" + PREFIX, api_key=SIM_KEY, transport=transport)
-    quotas = Quotas(store, clock=clock, ambiguous_hold_seconds=HOLD, job_deadline_seconds=3600)
-    catalog = Catalog(upstream, store, ttl=3600, clock=clock, holder="test")
-    yield Jobs(store, upstream, catalog, quotas), quotas, transport
-    await upstream.aclose()
+    async with services_over_sim(store, clock, request.param) as found:
+        yield found
 
 
 async def used(quotas: Quotas) -> tuple[int, int]:
@@ -96,3 +110,18 @@ async def test_an_ambiguous_submit_keeps_its_charge_and_its_answer(
     assert await used(quotas) == (5, 1)
     clock.advance(2)  # the slot is given back; the charge stays
     assert await used(quotas) == (5, 0)
+
+
+async def test_an_idempotency_key_answer_is_kept_24_hours(store: Store, clock: FakeClock) -> None:
+    """Any retry within a day replays the answer; a shorter retention would create (and bill)
+    a second job for a client retrying late."""
+    async with services_over_sim(store, clock, None) as (jobs, _, upstream):
+        principal = Principal(TENANT, "k1")
+        first = await jobs.submit(principal, BODY, idempotency_key="k-day")
+        clock.advance(24 * 3600 - 60)
+        replay = await jobs.submit(principal, BODY, idempotency_key="k-day")
+        assert (replay.replayed, replay.body) == (True, first.body)
+        assert upstream.submits == 1
+        clock.advance(120)
+        assert (await jobs.submit(principal, BODY, idempotency_key="k-day")).replayed is False
+        assert upstream.submits == 2
