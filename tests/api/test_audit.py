@@ -16,6 +16,7 @@ import redis
 from tests.conftest import UPSTREAM_KEY, SimControl
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
 from tests.support.redis_server import RedisServer, find_redis_server
+from tests.support.scrape import samples, value
 
 pytestmark = pytest.mark.redis
 
@@ -41,7 +42,7 @@ def audited(sim: ServerProcess, tmp_path: Path) -> Iterator[tuple[ServerProcess,
         f'admins: [{{id: ops, sha256: "{sha(KEYS["admin"])}"}}]\n'
     )
     redis = RedisServer(find_redis_server()).start()
-    env = {"GATEWAY_REDIS_URL": redis.url}
+    env = {"GATEWAY_REDIS_URL": redis.url, "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"}
     server = start_gateway(
         tmp_path,
         sim=sim,
@@ -109,6 +110,9 @@ def test_every_request_is_audited_once_with_its_outcome(
         r.headers["x-request-id"] for r, _ in reversed(mine)
     ]
     assert all(e["tenant"] == "auditee" and e["key_id"] == "a-k" for e in found)
+    assert all(e["client_ip"] == "127.0.0.1" and e["latency_ms"] > 0 for e in found)
+    rejected = value(samples(server), "gmigw_quota_rejections_total", tenant="auditee")
+    assert rejected == 1  # the rate_limited submit
     accepted = [e for e in found if e["outcome"] == "ok" and e["method"] == "POST"]
     assert len(accepted) == 2
     for event in accepted:
@@ -195,6 +199,20 @@ def test_settlements_are_audited_with_what_they_charged_or_refunded(
     assert (succeeded["outcome"], succeeded["video_seconds_charged"]) == ("charged", 5)
     assert (failed["outcome"], failed["video_seconds_refunded"]) == ("refunded", 5)
     assert all(e["tenant"] == "other" and e["model"] == MODEL for e in found)
+    scrape = samples(server)
+    assert value(scrape, "gmigw_video_seconds_refunded_total", tenant="other") == 5
+    assert value(scrape, "gmigw_jobs_finished_total", tenant="other", status="failed") == 1
+
+
+def test_the_client_behind_a_trusted_proxy_is_audited(
+    audited: tuple[ServerProcess, RedisServer],
+) -> None:
+    server, _ = audited
+    with as_tenant(server, "other") as other:
+        forwarded = {"X-Forwarded-For": "203.0.113.50, 198.51.100.7"}
+        assert other.get(f"{MIRROR}/models", headers=forwarded).status_code == 200
+        (event,) = events(other, "/v1/audit", 1)
+    assert event["client_ip"] == "198.51.100.7"  # the nearest hop the trusted proxy names
 
 
 def test_prompts_are_kept_only_for_tenants_who_opted_in(

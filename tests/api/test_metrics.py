@@ -15,25 +15,10 @@ from tests.conftest import UPSTREAM_KEY, Keys, client_for
 from tests.support.processes import ServerProcess, start_gateway
 from tests.support.promtool import promtool_check
 from tests.support.redis_server import RedisServer, find_redis_server
+from tests.support.scrape import samples, value
 
 MODEL = "Kling-Text2Video-V2-Master"
 MIRROR_ROUTE = "/api/v1/ie/requestqueue/apikey"
-
-
-def samples(server: ServerProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(server.url + "/metrics").text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(
-    scrape: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in scrape.items() if n == name and wanted <= ls)
 
 
 def test_scrape_passes_promtool(gateway: ServerProcess, keys: Keys) -> None:

@@ -15,6 +15,7 @@ import redis
 from tests.conftest import UPSTREAM_KEY, SimControl
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
 from tests.support.redis_server import RedisServer, find_redis_server
+from tests.support.scrape import samples, value
 
 pytestmark = pytest.mark.redis
 
@@ -161,6 +162,8 @@ def test_open_mode_serves_under_a_local_cap_and_writes_back(
             redis_to_kill.stop()
             served = [client.post("/requests", json=BODY) for _ in range(3)]
             assert [r.status_code for r in served] == [200, 200, 429]  # the local cap: 2 a minute
+            unchecked = value(samples(server), "gmigw_unchecked_requests_total")
+            assert unchecked >= 3  # every submit, counted as well as logged
             request_id = served[0].json()["request_id"]
             assert client.get(f"/requests/{request_id}").status_code == 200  # seen on this replica
             assert client.get("/requests/never-seen-here").status_code == 503  # cannot prove it
