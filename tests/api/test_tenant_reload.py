@@ -76,7 +76,8 @@ def test_bad_file_keeps_the_old_config_and_reload_says_why(
     reloading_gateway: ServerProcess, own_tenants: Path, keys: Keys
 ) -> None:
     good = own_tenants.read_text()
-    own_tenants.write_text(good.replace('models: ["*"]', "models: []", 1))
+    without_rival = good[: good.index("  - id: rival")] + good[good.index("  - id: narrow") :]
+    own_tenants.write_text(without_rival.replace('models: ["*"]', "models: []", 1))
     admin = {"Authorization": f"Bearer {keys.admin}"}
     response = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
     assert response.status_code == 422
@@ -85,7 +86,7 @@ def test_bad_file_keeps_the_old_config_and_reload_says_why(
     assert "studio" in body["error"]
     assert "models" in body["error"]
     time.sleep(0.5)  # the file watcher has seen the bad file too by now, and refused it
-    assert status_with(reloading_gateway, keys.studio) == 200
+    assert status_with(reloading_gateway, keys.rival) == 200  # the bad file would drop rival
     assert rejected(reloading_gateway) == "1.0"
     own_tenants.write_text(good + "\n# touched\n")
     ok = httpx.post(reloading_gateway.url + "/admin/reload", headers=admin)
