@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -104,7 +106,13 @@ def test_probes_and_scrapes_that_succeed_log_at_debug_only(gateway: ServerProces
     at info. (The tests' gateways log at debug, so the lines are there to look at.)"""
     for path in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(gateway.url + path).status_code == 200
-    lines = [json.loads(line) for line in gateway.output().splitlines() if '"request"' in line]
-    probes = [line for line in lines if line.get("route") in {"/healthz", "/readyz", "/metrics"}]
-    assert probes
+
+    def probe_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in gateway.output().splitlines() if '"request"' in line]
+        return [line for line in lines if line.get("route") in {"/healthz", "/readyz", "/metrics"}]
+
+    deadline = time.monotonic() + 5  # lines are written off the request path
+    while len(probes := probe_lines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(probes) >= 3
     assert {line["level"] for line in probes} == {"debug"}
