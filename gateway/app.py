@@ -305,6 +305,7 @@ def _gateway_error(request: AnyRequest, exc: GatewayError) -> Response[bytes]:
 
 def _http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
+    headers = exc.headers
     if status == 404:
         message = f"no route {request.method} {request.url.path}"
     elif status == 405:
@@ -312,10 +313,13 @@ def _http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     elif status == 413:
         limit = request.app.request_max_body_size
         message = f"request body is larger than the gateway's limit of {limit} bytes"
+        # The body is left unread, so the server closes the connection: say so, or a client
+        # sends its next request down a connection about to close (and loses it).
+        headers = {**(exc.headers or {}), "Connection": "close"}
     else:
         message = str(exc.detail)
     code = _HTTP_CODES.get(status, "http_error")
-    return _error_response(request, status, code, message, exc.headers)
+    return _error_response(request, status, code, message, headers)
 
 
 def _unexpected_error(request: AnyRequest, exc: Exception) -> Response[bytes]:

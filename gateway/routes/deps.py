@@ -159,7 +159,10 @@ async def read_body(request: AnyRequest) -> bytes:
                 chunks.append(chunk)
                 deadline.reschedule(loop.time() + idle)
     except TimeoutError:
-        raise BodyTimeout(f"the request body stopped arriving: nothing for {idle:g} s") from None
+        raise BodyTimeout(
+            f"the request body stopped arriving: nothing for {idle:g} s",
+            headers={"Connection": "close"},  # the rest of the body would be read as a request
+        ) from None
     except InternalServerException:  # Litestar's "client disconnected prematurely"
         raise IncompleteBody(
             "the request body ended before it was complete (the connection closed, or a "

@@ -56,6 +56,7 @@ def test_a_body_that_stops_arriving_is_408_and_audited(
             answer = stalled.recv(65536).decode()
         assert answer.startswith("HTTP/1.1 408")
         assert '"code":"request_timeout"' in answer
+        assert "\r\nconnection: close\r\n" in answer.lower()  # the rest is not a request
         assert sim_control.calls()["POST /requests"] == submits  # nothing sent, nothing charged
         # Slow is not stalled: the limit is on silence, not on the whole body.
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
