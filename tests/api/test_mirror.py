@@ -19,6 +19,7 @@ from tests.support.redis_server import RedisServer
 
 MODEL = "Kling-Text2Video-V2-Master"
 IMAGE_MODEL = "Kling-Image2Video-V2-Master"
+SYNC_MODEL = "seedream-5.0-lite"
 GOOD = {"prompt": "waves at a lighthouse", "duration": "5"}
 
 
@@ -376,21 +377,33 @@ def test_an_inline_image_is_not_echoed_back_in_the_records_kept_and_served(
         extra_env={"GATEWAY_REDIS_URL": redis_server.url, "GATEWAY_MAX_BODY_BYTES": "1048576"},
     )
     image = "data:image/png;base64," + "A" * (512 * 1024)
+    client = redis.Redis.from_url(redis_server.url)
+
+    def kept(request_id: str) -> int:
+        size = client.memory_usage(f"gmigw:{{studio}}:job:{request_id}")
+        assert size is not None
+        return size
+
     try:
         with client_for(server, keys.studio) as studio:
             large = submit(studio, {"prompt": "a kite", "image": image}, model=IMAGE_MODEL)
+            assert kept(large) < 16 * 1024  # as submitted, before any refresh
             small = submit(studio, {"prompt": "a kite", "image": "https://x.example/k.png"},
                            model=IMAGE_MODEL)  # fmt: skip
             listed = {r["request_id"]: r for r in studio.get("/requests").json()["requests"]}
             assert listed[large]["payload"] == {}
             assert listed[small]["payload"]["image"] == "https://x.example/k.png"
             finished = poll_until_terminal(studio, large)
-            assert finished["payload"] == {}
-            assert finished["status"] == "success"
+            assert (finished["payload"], finished["status"]) == ({}, "success")
+            assert kept(large) < 16 * 1024
             assert poll_until_terminal(studio, small)["payload"]["image"].startswith("https://")
+            # A sync model answers the whole record at once (spec §3), echo included.
+            body = {"model": SYNC_MODEL, "payload": {"prompt": "a kite", "extra": "x" * 100_000}}
+            key = {"Idempotency-Key": "sync-large-1"}
+            answered = studio.post("/requests", json=body, headers=key)
+            assert (answered.status_code, answered.json()["payload"]) == (200, {})
+            assert kept(answered.json()["request_id"]) < 16 * 1024
+            assert studio.post("/requests", json=body, headers=key).content == answered.content
     finally:
         server.stop()
-    with redis.Redis.from_url(redis_server.url) as client:
-        kept = client.memory_usage(f"gmigw:{{studio}}:job:{large}")
-    assert kept is not None
-    assert kept < 16 * 1024
+        client.close()
