@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import math
 from collections.abc import Awaitable, Callable
@@ -145,7 +146,11 @@ class Catalog:
             return Cached(local.value, "HIT")
         pending = self._inflight.get(key)
         if pending is None:
-            pending = asyncio.ensure_future(self._refresh(key, fetch, parse, local))
+            # A refresh behind a stale answer belongs to no request: run it outside this one's
+            # context, or its upstream call would land in this request's audit note.
+            context = None if local is None else contextvars.Context()
+            refresh = self._refresh(key, fetch, parse, local)
+            pending = asyncio.get_running_loop().create_task(refresh, context=context)
             self._inflight[key] = pending
             pending.add_done_callback(lambda done: self._settle(key, done))
         if local is not None:
