@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import ipaddress
 import logging
 import os
@@ -336,21 +337,27 @@ def client_address(scope: Scope, trusted: Sequence[IPNetwork]) -> str | None:
     peer = scope.get("client")
     if not peer:
         return None
-    address = _ip(peer[0])
-    if address is None:
-        return str(peer[0])
-    if not trusted or not _within(address, trusted):
-        return str(address)
+    address, shown = _peer(peer[0])
+    if address is None or not trusted or not _within(address, trusted):
+        return shown
     forwarded = ",".join(
         value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
     )
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         ip = _ip(hop)
         if ip is None:  # not an address: nothing from here on can be believed
-            return str(address)
+            return shown
         if not _within(ip, trusted):
             return str(ip)
-    return str(address)
+    return shown
+
+
+@functools.lru_cache(maxsize=4096)
+def _peer(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, str]:
+    """A peer's address and how the trail shows it, remembered: every request has a peer,
+    most from a few proxies, and parsing one costs more than the rest of this module's work."""
+    ip = _ip(text)
+    return ip, text if ip is None else str(ip)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
