@@ -287,10 +287,18 @@ async def _warn_if_redis_evicts(store: RedisStore) -> None:
 
 
 def _error_response(
-    request: AnyRequest, status: int, code: str, message: str, headers: dict[str, str] | None
+    request: AnyRequest,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None,
+    *,
+    upstream_request_id: str | None = None,
 ) -> Response[bytes]:
     request.scope["state"]["error_code"] = code  # the audit event's outcome
     body = {"error": message, "code": code, "request_id": request_id_of(request.scope)}  # type: ignore[arg-type]
+    if upstream_request_id is not None:
+        body["upstream_request_id"] = upstream_request_id
     return Response(
         msgspec.json.encode(body),
         status_code=status,
@@ -300,7 +308,14 @@ def _error_response(
 
 
 def _gateway_error(request: AnyRequest, exc: GatewayError) -> Response[bytes]:
-    return _error_response(request, exc.status, exc.code, exc.message, dict(exc.headers))
+    return _error_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.message,
+        dict(exc.headers),
+        upstream_request_id=exc.upstream_request_id,
+    )
 
 
 def _http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:

@@ -65,6 +65,9 @@ class GatewayError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    # The upstream's own request id when it named one in the error it answered (a sync
+    # model's failed job, a capacity error): what GMI support asks for.
+    upstream_request_id: str | None = None
 
     def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)

@@ -28,11 +28,13 @@ __all__ = (
 
 
 class ErrorBody(msgspec.Struct):
-    """Every error: the upstream-compatible ``error`` plus the gateway's ``code`` and id."""
+    """Every error: the upstream-compatible ``error`` plus the gateway's ``code`` and id, and
+    the upstream's own request id when its error answer named one."""
 
     error: str
     code: str
     request_id: str
+    upstream_request_id: str | None = None
 
 
 class ModelIdList(msgspec.Struct):

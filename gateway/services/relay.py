@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.audit import current_note
 from gateway.errors import (
     GatewayError,
     InvalidPayload,
@@ -33,10 +34,7 @@ def unavailable(exc: UpstreamError) -> UpstreamUnavailable:
 
 def upstream_message(body: bytes, status: int) -> str:
     """Extract the human message of an upstream error body, whatever its known form."""
-    try:
-        decoded: Any = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return f"upstream answered HTTP {status}"
+    decoded = _decoded(body)
     if isinstance(decoded, dict):
         error = decoded.get("error", decoded.get("message"))
         if isinstance(error, dict):
@@ -46,10 +44,29 @@ def upstream_message(body: bytes, status: int) -> str:
     return f"upstream answered HTTP {status}"
 
 
+def _decoded(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+
+
 def relayed_error(
     response: UpstreamResponse, *, not_found: type[NotFound] = NotFound
 ) -> GatewayError:
-    """Map an upstream non-2xx response to the error the client gets."""
+    """Map an upstream non-2xx response to the error the client gets, with the upstream's
+    request id when its answer named one (our ``request_id`` is the gateway's)."""
+    error = _relayed(response, not_found)
+    decoded = _decoded(response.body)
+    upstream_id = decoded.get("request_id") if isinstance(decoded, dict) else None
+    if isinstance(upstream_id, str) and upstream_id and error.code != "upstream_auth_failed":
+        error.upstream_request_id = upstream_id
+        note = current_note()
+        note.upstream_request_id = note.upstream_request_id or upstream_id
+    return error
+
+
+def _relayed(response: UpstreamResponse, not_found: type[NotFound]) -> GatewayError:
     status = response.status
     message = upstream_message(response.body, status)
     headers = {"Retry-After": response.retry_after} if response.retry_after else {}

@@ -275,6 +275,28 @@ def test_upstream_rejection_is_relayed_and_nothing_is_recorded(
     assert studio.get("/requests").json()["total"] == total
 
 
+def test_an_upstream_error_that_names_its_request_keeps_that_id(
+    studio: httpx.Client, sim_control: SimControl
+) -> None:
+    """request_id is the gateway's (X-Request-ID); the upstream's, what GMI support asks for,
+    was lost: a capacity 503 names one, and so does a sync model's failed job (spec §3)."""
+    sim_control.fault("POST /requests", status=503, rate=1.0)
+    busy = assert_error(
+        studio.post("/requests", json={"model": MODEL, "payload": GOOD}), 503, "upstream_error", ""
+    )
+    sim_control.clear_faults()
+    failed = assert_error(
+        studio.post("/requests", json={"model": SYNC_MODEL, "payload": {"prompt": "[sim:fail]"}}),
+        400,
+        "invalid_payload",
+        "",
+    )
+    for body in (busy, failed):
+        assert body["upstream_request_id"] != body["request_id"]
+        assert len(body["upstream_request_id"]) == 36  # the simulator's UUIDs
+    assert "upstream_request_id" not in studio.get("/requests/not-mine").json()
+
+
 def test_upstream_failure_on_a_poll_is_a_clear_error(
     studio: httpx.Client, sim_control: SimControl
 ) -> None:
