@@ -40,6 +40,9 @@ LIMITS = {
 }
 KEYS = {tenant: f"key-{tenant}-0123456789abcdef" for tenant in LIMITS}
 REPLICA_ENV = {
+    # Faults these tests inject (a poll's refresh failing) must not open the circuit for the
+    # tests after them: the reconciler adds failures of its own while a fault lasts.
+    "GATEWAY_CIRCUIT_THRESHOLD": "1000",
     "GATEWAY_RECONCILE_INTERVAL_SECONDS": "0.2",
     "GATEWAY_RECONCILE_STALE_SECONDS": "0.3",
     "GATEWAY_JOB_DEADLINE_SECONDS": "4",
