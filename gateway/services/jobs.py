@@ -198,7 +198,9 @@ class Jobs:
         note = current_note()
         if response.status not in (200, 201):
             await self._release(tenant.id, charge)
-            raise relayed_error(response, not_found=UnknownModel)
+            refused = relayed_error(response, not_found=UnknownModel)
+            note.upstream_request_id = refused.upstream_request_id  # a sync model's failed job
+            raise refused
         request_id = _request_id(response)
         if not request_id:
             _keep_ambiguous_charge(tenant.id, model, charge, "a 2xx answer without a request_id")

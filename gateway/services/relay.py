@@ -8,11 +8,11 @@ rejecting *our* key is the operator's problem, not the tenant's: 502).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgspec
 
-from gateway.audit import current_note
 from gateway.errors import (
     GatewayError,
     InvalidPayload,
@@ -23,6 +23,8 @@ from gateway.errors import (
 from gateway.upstream import UpstreamError, UpstreamResponse
 
 __all__ = ("relayed_error", "unavailable", "upstream_message")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def unavailable(exc: UpstreamError) -> UpstreamUnavailable:
@@ -59,10 +61,11 @@ def relayed_error(
     error = _relayed(response, not_found)
     decoded = _decoded(response.body)
     upstream_id = decoded.get("request_id") if isinstance(decoded, dict) else None
-    if isinstance(upstream_id, str) and upstream_id and error.code != "upstream_auth_failed":
+    # Only what looks like an id (GMI's are UUIDs): the body is the upstream's, not ours to
+    # pass on unchecked into answers and the audit trail.
+    named = isinstance(upstream_id, str) and _REQUEST_ID.fullmatch(upstream_id) is not None
+    if named and error.code != "upstream_auth_failed":
         error.upstream_request_id = upstream_id
-        note = current_note()
-        note.upstream_request_id = note.upstream_request_id or upstream_id
     return error
 
 
