@@ -34,7 +34,7 @@ from gateway.errors import GatewayError
 from gateway.log import RequestContextMiddleware, audit_sink, configure_logging, request_id_of
 from gateway.routes.admin import admin_router
 from gateway.routes.audit import audit_router
-from gateway.routes.deps import Services
+from gateway.routes.deps import Services, body_left_unread
 from gateway.routes.docs import BEARER
 from gateway.routes.mirror import mirror_router
 from gateway.routes.ops import (
@@ -299,6 +299,10 @@ def _error_response(
     body = {"error": message, "code": code, "request_id": request_id_of(request.scope)}  # type: ignore[arg-type]
     if upstream_request_id is not None:
         body["upstream_request_id"] = upstream_request_id
+    if body_left_unread(request.scope):
+        # The server then closes the connection (a large body) or drains it: say so, or the
+        # client's next request goes down a connection about to close, and is lost.
+        headers = {**(headers or {}), "Connection": "close"}
     return Response(
         msgspec.json.encode(body),
         status_code=status,
@@ -320,7 +324,6 @@ def _gateway_error(request: AnyRequest, exc: GatewayError) -> Response[bytes]:
 
 def _http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
-    headers = exc.headers
     if status == 404:
         message = f"no route {request.method} {request.url.path}"
     elif status == 405:
@@ -328,13 +331,10 @@ def _http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     elif status == 413:
         limit = request.app.request_max_body_size
         message = f"request body is larger than the gateway's limit of {limit} bytes"
-        # The body is left unread, so the server closes the connection: say so, or a client
-        # sends its next request down a connection about to close (and loses it).
-        headers = {**(exc.headers or {}), "Connection": "close"}
     else:
         message = str(exc.detail)
     code = _HTTP_CODES.get(status, "http_error")
-    return _error_response(request, status, code, message, headers)
+    return _error_response(request, status, code, message, exc.headers)
 
 
 def _unexpected_error(request: AnyRequest, exc: Exception) -> Response[bytes]:

@@ -40,6 +40,7 @@ from gateway.store.base import Decision
 __all__ = (
     "Services",
     "admin_principal",
+    "body_left_unread",
     "header",
     "note_ratelimit",
     "query_count",
@@ -53,6 +54,7 @@ __all__ = (
 )
 
 AnyRequest = Request[Any, Any, Any]
+_BODY_READ = "body_read"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,16 +161,26 @@ async def read_body(request: AnyRequest) -> bytes:
                 chunks.append(chunk)
                 deadline.reschedule(loop.time() + idle)
     except TimeoutError:
-        raise BodyTimeout(
-            f"the request body stopped arriving: nothing for {idle:g} s",
-            headers={"Connection": "close"},  # the rest of the body would be read as a request
-        ) from None
+        raise BodyTimeout(f"the request body stopped arriving: nothing for {idle:g} s") from None
     except InternalServerException:  # Litestar's "client disconnected prematurely"
         raise IncompleteBody(
             "the request body ended before it was complete (the connection closed, or a "
             "chunk was malformed)"
         ) from None
+    request.scope["state"][_BODY_READ] = True
     return b"".join(chunks)
+
+
+def body_left_unread(scope: Any) -> bool:
+    """Whether the client sent a body (or began to) that no handler read whole."""
+    if scope["state"].get(_BODY_READ):
+        return False
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+    return False
 
 
 def header(request: AnyRequest, name: bytes) -> str | None:

@@ -264,6 +264,26 @@ def test_body_over_the_size_limit_is_413(
     assert sim_control.calls()["POST /requests"] == before
 
 
+def test_any_answer_that_leaves_a_body_unread_closes_the_connection(
+    gateway: ServerProcess, keys: Keys
+) -> None:
+    """Refused before its body was read (a wrong key, an unknown route), a large body made the
+    server close the connection, sometimes without saying so; once a body is read (a 400 on
+    its content), the connection is kept."""
+    large = b"x" * (60 * 1024)
+    with client_for(gateway, "not-a-key") as stranger, client_for(gateway, keys.studio) as studio:
+        for refused in (
+            stranger.post("/requests", content=large),
+            studio.post("/nope", content=large),
+        ):
+            assert refused.status_code in (401, 404)
+            assert refused.headers["connection"] == "close"
+        kept = studio.post("/requests", json={"model": MODEL, "payload": {"duration": "7"}})
+        assert kept.status_code == 400
+        assert "connection" not in kept.headers
+        assert studio.get("/models").status_code == 200
+
+
 def test_upstream_rejection_is_relayed_and_nothing_is_recorded(
     studio: httpx.Client, sim_control: SimControl
 ) -> None:
@@ -295,6 +315,14 @@ def test_an_upstream_error_that_names_its_request_keeps_that_id(
         assert body["upstream_request_id"] != body["request_id"]
         assert len(body["upstream_request_id"]) == 36  # the simulator's UUIDs
     assert "upstream_request_id" not in studio.get("/requests/not-mine").json()
+    deadline = time.monotonic() + 10  # the trail is written off the request path
+    while True:
+        trail = studio.get(studio.base_url.join("/v1/audit")).json()["events"]
+        audited = {e.get("request_id"): e.get("upstream_request_id") for e in trail}
+        if failed["request_id"] in audited or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert audited[failed["request_id"]] == failed["upstream_request_id"]  # the failed job
 
 
 def test_upstream_failure_on_a_poll_is_a_clear_error(
