@@ -69,6 +69,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
+CANCEL_AGAIN_SECONDS = 0.1
 _log = structlog.get_logger("gateway.app")
 _HTTP_CODES = {
     400: "bad_request",
@@ -229,8 +230,12 @@ def create_app(
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    """Stop a background task and wait until it has."""
-    task.cancel()
+    """Stop a background task and wait until it has: cancelled again until it ends, as redis-py
+    swallows a cancellation that lands while it opens a connection, and the task's loop would
+    go on (a worker stopped during its start-up then hung until killed, its audit unflushed)."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_SECONDS)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
