@@ -392,13 +392,15 @@ def test_concurrent_duplicate_gets_409(
 ) -> None:
     sim_control.fault("POST /requests", latency_ms=600, rate=1.0)
     headers = {"Authorization": f"Bearer {KEYS['idem']}", "Idempotency-Key": "order-43"}
+    submits = sim_control.calls()["POST /requests"]
 
     async def both() -> list[httpx.Response]:
         async with httpx.AsyncClient(headers=headers, timeout=30) as http:
             first = asyncio.ensure_future(
                 http.post(f"{replicas[0].url}{MIRROR}/requests", json=body())
             )
-            await asyncio.sleep(0.2)
+            while sim_control.calls()["POST /requests"] == submits:  # it holds the key by then
+                await asyncio.sleep(0.02)
             second = await http.post(f"{replicas[2].url}{MIRROR}/requests", json=body())
             return [await first, second]
 
