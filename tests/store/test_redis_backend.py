@@ -667,3 +667,21 @@ async def test_an_audit_stream_nobody_appends_to_expires_a_retention_after_the_l
     with redis.Redis.from_url(own_server.url) as client:
         for stream in ("gmigw:{gone}:audit", "gmigw:audit"):
             assert retention_ms - 60_000 < client.pttl(stream) <= retention_ms
+
+
+async def test_a_rate_key_outlives_its_tat_by_a_window(
+    store: RedisStore, own_server: RedisServer
+) -> None:
+    """Redis expires it by its own clock: kept only until the TAT, a replica whose clock runs
+    ahead dropped state the others still counted on (and a frozen test clock saw a burst admit
+    one more than its limit when the run stalled for the few ms a rate key then lived)."""
+    limits = SubmitLimits(submits_per_minute=600)  # a TAT 0.1 s ahead after one submit
+    start = await store.begin_submit(
+        "a", Charge("t1", 0, "d", "m", 1e10, 1e10), limits, hold_until=1e10
+    )
+    assert start.decision is not None
+    assert start.decision.allowed
+    assert (await store.take_read("a", 600)).allowed
+    with redis.Redis.from_url(own_server.url) as client:
+        for kind in ("submit", "read"):
+            assert client.pttl(f"gmigw:{{a}}:rate:{kind}") > 60_000

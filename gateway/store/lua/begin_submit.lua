@@ -58,7 +58,7 @@ if month_limit > 0 and month_used + cost > month_limit then violated = true end
 
 if not violated then
   if rate_limit > 0 then
-    redis.call('SET', KEYS[1], stored, 'PX', math.ceil((new_us - now_us) / 1000) + 1)
+    redis.call('SET', KEYS[1], stored, 'PX', math.ceil((new_us - now_us) / 1000) + RATE_KEY_MARGIN_MS)
   end
   local margin = 2 * 86400 * 1000
   redis.call('INCRBY', KEYS[3], cost)

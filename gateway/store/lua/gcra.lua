@@ -3,6 +3,10 @@
 -- so are floor and ceil of the quotients taken (their fractional parts, when not 0, are far
 -- above a double's rounding).
 local WINDOW = 60000000
+-- A rate key outlives its TAT by a window: Redis expires it by its own clock, and a replica whose
+-- clock runs ahead of another's would otherwise drop state the other still counts on (a TAT in
+-- the past reads as now, so the longer life changes no answer).
+local RATE_KEY_MARGIN_MS = 60000
 
 -- A stored TAT as whole µs and a remainder in 1/limit µs, never earlier than now_us
 -- (limits._tat_parts: negative is this format, non-negative the previous release's plain µs).

@@ -49,6 +49,6 @@ for i = 6, #ARGV do
 end
 
 if spent then
-  redis.call('SET', KEYS[1], stored_tat(us, rem), 'PX', math.ceil((us - now_us) / 1000) + 1)
+  redis.call('SET', KEYS[1], stored_tat(us, rem), 'PX', math.ceil((us - now_us) / 1000) + RATE_KEY_MARGIN_MS)
 end
 return answers
