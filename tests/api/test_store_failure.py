@@ -64,6 +64,14 @@ def logged(server: ServerProcess, text: str) -> bool:
     return True
 
 
+def reaches_upstream(sim_control: SimControl, posted: int) -> None:
+    """Wait until a submit is at the simulator (which then holds it for its injected latency)."""
+    deadline = time.monotonic() + 10
+    while sim_control.calls()["POST /requests"] == posted:
+        assert time.monotonic() < deadline, "the submit never reached the upstream"
+        time.sleep(0.02)
+
+
 def recovers(client: httpx.Client) -> bool:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -112,11 +120,12 @@ def test_a_job_redis_lost_mid_submit_is_reported_as_accepted_with_or_without_a_k
         ) as client:
             assert client.get("/models").status_code == 200  # the catalog is warm
             sim_control.fault("POST /requests", latency_ms=1500)
+            posted = sim_control.calls()["POST /requests"]
             with ThreadPoolExecutor(1) as pool:
                 submitted = pool.submit(
                     client.post, "/requests", json=BODY, headers={"Idempotency-Key": "k-1"}
                 )
-                time.sleep(0.7)  # reserved, and upstream
+                reaches_upstream(sim_control, posted)  # reserved, and upstream
                 redis_to_kill.stop()
                 answer = submitted.result()
     finally:
@@ -141,9 +150,10 @@ def test_an_answer_redis_could_not_take_is_stored_once_it_can_so_a_retry_replays
         ):
             assert client.get("/models").status_code == 200  # the catalog is warm
             sim_control.fault("POST /requests", latency_ms=1500)
+            posted = sim_control.calls()["POST /requests"]
             with ThreadPoolExecutor(1) as pool:
                 submitted = pool.submit(client.post, "/requests", json=BODY, headers=key)
-                time.sleep(0.7)  # reserved, and upstream
+                reaches_upstream(sim_control, posted)  # reserved, and upstream
                 admin.config_set("maxmemory", 1)  # full: every write is refused
                 first = submitted.result()
             admin.config_set("maxmemory", 0)
