@@ -70,7 +70,7 @@ class Services:
     store: Store
     store_failure_mode: str
     now: Callable[[], datetime]
-    body_idle_seconds: float = 30.0
+    body_idle_seconds: float
 
 
 def services(request: AnyRequest) -> Services:

@@ -22,7 +22,7 @@ from gateway.errors import (
 )
 from gateway.upstream import UpstreamError, UpstreamResponse
 
-__all__ = ("relayed_error", "unavailable", "upstream_message")
+__all__ = ("relayed_error", "unavailable")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -34,9 +34,8 @@ def unavailable(exc: UpstreamError) -> UpstreamUnavailable:
     return UpstreamUnavailable(f"upstream unavailable: {exc}", headers=headers)
 
 
-def upstream_message(body: bytes, status: int) -> str:
-    """Extract the human message of an upstream error body, whatever its known form."""
-    decoded = _decoded(body)
+def _message(decoded: Any, status: int) -> str:
+    """The human message of an upstream error body, whatever its known form."""
     if isinstance(decoded, dict):
         error = decoded.get("error", decoded.get("message"))
         if isinstance(error, dict):
@@ -46,20 +45,16 @@ def upstream_message(body: bytes, status: int) -> str:
     return f"upstream answered HTTP {status}"
 
 
-def _decoded(body: bytes) -> Any:
-    try:
-        return msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return None
-
-
 def relayed_error(
     response: UpstreamResponse, *, not_found: type[NotFound] = NotFound
 ) -> GatewayError:
     """Map an upstream non-2xx response to the error the client gets, with the upstream's
     request id when its answer named one (our ``request_id`` is the gateway's)."""
-    error = _relayed(response, not_found)
-    decoded = _decoded(response.body)
+    try:
+        decoded: Any = msgspec.json.decode(response.body)
+    except msgspec.DecodeError:
+        decoded = None
+    error = _relayed(response, decoded, not_found)
     upstream_id = decoded.get("request_id") if isinstance(decoded, dict) else None
     # Only what looks like an id (GMI's are UUIDs): the body is the upstream's, not ours to
     # pass on unchecked into answers and the audit trail.
@@ -69,9 +64,9 @@ def relayed_error(
     return error
 
 
-def _relayed(response: UpstreamResponse, not_found: type[NotFound]) -> GatewayError:
+def _relayed(response: UpstreamResponse, decoded: Any, not_found: type[NotFound]) -> GatewayError:
     status = response.status
-    message = upstream_message(response.body, status)
+    message = _message(decoded, status)
     headers = {"Retry-After": response.retry_after} if response.retry_after else {}
     if status == 400:
         return InvalidPayload(message)
