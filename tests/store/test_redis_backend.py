@@ -685,3 +685,26 @@ async def test_a_rate_key_outlives_its_tat_by_a_window(
     with redis.Redis.from_url(own_server.url) as client:
         for kind in ("submit", "read"):
             assert client.pttl(f"gmigw:{{a}}:rate:{kind}") > 60_000
+
+
+async def test_a_slot_set_expires_a_day_after_its_latest_entry(
+    store: RedisStore, own_server: RedisServer, clock: FakeClock
+) -> None:
+    """A tenant that stopped submitting (or was removed) kept its expired slots for ever."""
+    day_ms = 86400 * 1000
+    ends = clock.now + 86400
+    limits = SubmitLimits(max_concurrent_jobs=5)
+    await store.begin_submit("a", Charge("t1", 5, "d", "m", ends, ends), limits, hold_until=ends)
+    await store.add_job(
+        "a", "r1", "m", b"1", charge=Charge("t1", 5, "d", "m", ends, ends), deadline=ends
+    )
+    # A later submit held for less does not shorten the set's life; one held longer extends it.
+    await store.begin_submit(
+        "a", Charge("t2", 5, "d", "m", ends, ends), limits, hold_until=clock.now + 60
+    )
+    with redis.Redis.from_url(own_server.url) as client:
+        assert 2 * day_ms - 60_000 < client.pttl("gmigw:{a}:slots") <= 2 * day_ms
+        await store.add_job(
+            "a", "r2", "m", b"2", charge=Charge("t2", 5, "d", "m", ends, ends), deadline=ends + 3600
+        )
+        assert client.pttl("gmigw:{a}:slots") > 2 * day_ms + 3_000_000

@@ -42,6 +42,8 @@ if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], 'token') == 0 then
     'month', ARGV[9], 'settled', '0')
   if ARGV[10] ~= '' then
     redis.call('ZADD', KEYS[4], ARGV[10], ARGV[6])
+    local slots_ms = math.ceil((tonumber(ARGV[10]) - now) * 1000) + 86400000  -- begin_submit.lua
+    if redis.call('PTTL', KEYS[4]) < slots_ms then redis.call('PEXPIRE', KEYS[4], slots_ms) end
   end
   charged = 1
 end

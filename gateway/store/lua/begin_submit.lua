@@ -67,6 +67,10 @@ if not violated then
   redis.call('PEXPIRE', KEYS[4], math.ceil((tonumber(ARGV[11]) - now) * 1000) + margin)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   redis.call('ZADD', KEYS[2], ARGV[9], ARGV[3])
+  -- The set lives as long as its latest entry, and a day more for clock skew between replicas:
+  -- a tenant that stops submitting leaves nothing behind.
+  local slots_ms = math.ceil((tonumber(ARGV[9]) - now) * 1000) + 86400000
+  if redis.call('PTTL', KEYS[2]) < slots_ms then redis.call('PEXPIRE', KEYS[2], slots_ms) end
   if claim then
     local ttl = tonumber(ARGV[13])
     redis.call('DEL', claim)
