@@ -19,6 +19,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from gateway.audit import AUDIT_SHUTDOWN_SECONDS
+from gateway.listening import listen
 from gateway.log import configure_logging
 from gateway.services.tenants import TenantConfigError, load_tenants, new_key
 from gateway.settings import Settings, SettingsError
@@ -158,6 +159,10 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    probe = listen("serve", args.host, args.port)
+    if probe is None:
+        return 2
+    probe.close()  # it only proved the address free: granian binds its own
     configure_logging(settings.log_level, secrets=settings.log_secrets)
     scratch = None
     if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import secrets
-import socket
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import uvicorn
 
 from gateway.app import create_app
+from gateway.listening import listen
 from gateway.log import configure_logging
 from gateway.routes.mirror import MIRROR_PREFIX
 from gateway.services.tenant_registry import TenantRegistry
@@ -58,7 +58,7 @@ def demo(args: argparse.Namespace) -> int:
         upstream=upstream,
         tenants=TenantRegistry.fixed(config),
     )
-    listening = _listen("demo", args.host, args.port)
+    listening = listen("demo", args.host, args.port)
     if listening is None:
         return 2
     base = http_url(args.host, args.port) + MIRROR_PREFIX
@@ -68,25 +68,6 @@ def demo(args: argparse.Namespace) -> int:
     )
     asyncio.run(server.serve(sockets=[listening]))
     return 0
-
-
-def _listen(command: str, host: str, port: int) -> socket.socket | None:
-    """The server's socket, bound before anything is printed: a banner with a key and curl
-    lines for a port another process holds would send them to that process."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listening.bind((host, port))
-    except OSError as exc:
-        listening.close()
-        print(
-            f"gmi-gateway {command}: cannot listen on {host}:{port}: {exc.strerror}"
-            " (another demo still running? try --port N)",
-            file=sys.stderr,
-        )
-        return None
-    return listening
 
 
 def http_url(host: str, port: int) -> str:
@@ -135,7 +116,7 @@ def sim(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"gmi-gateway sim: cannot read the catalog {args.catalog}: {exc!r}", file=sys.stderr)
         return 2
-    listening = _listen("sim", args.host, args.port)
+    listening = listen("sim", args.host, args.port)
     if listening is None:
         return 2
     if args.api_key is None:

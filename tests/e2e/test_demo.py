@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import socket
@@ -61,19 +62,27 @@ def test_head_works_on_the_demo_server_too(demo: ServerProcess) -> None:
     assert "Traceback" not in demo.output()
 
 
-@pytest.mark.parametrize("command", ["demo", "sim"])
-def test_a_busy_port_is_refused_before_a_key_is_printed(command: str) -> None:
-    """A banner for a port another server holds would send its key and curl lines there."""
+@pytest.mark.parametrize("command", ["demo", "sim", "serve"])
+def test_a_busy_port_is_refused_before_a_key_is_printed(command: str, tmp_path: Path) -> None:
+    """A banner for a port another server holds would send its key and curl lines there; a
+    second ``serve`` started there too (granian binds with SO_REUSEPORT, as the holder here
+    does) and the kernel split the connections between two gateways."""
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants: []\n")
+    env = {**os.environ, "GMI_API_KEY": "gmi-key-value", "GATEWAY_TENANTS_FILE": str(tenants)}
+    env.pop("GATEWAY_REDIS_URL", None)
     with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
         done = subprocess.run(
-            [sys.executable, "-m", "gateway", command, "--port", port],
+            [sys.executable, "-m", "gateway", command, "--host", "127.0.0.1", "--port", port],
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
+            env=env,
         )
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
