@@ -29,6 +29,11 @@ class Keys:
     admin: str
 
 
+def utf8_key(keys: Keys) -> str:
+    """A second key of the studio tenant, not all ASCII (its hash is of its UTF-8 bytes)."""
+    return f"{keys.studio}-äü"
+
+
 def tenants_yaml(keys: Keys) -> str:
     def sha(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
@@ -39,6 +44,8 @@ tenants:
     keys:
       - id: studio-k1
         sha256: "{sha(keys.studio)}"
+      - id: studio-utf8
+        sha256: "{sha(utf8_key(keys))}"
     models: ["*"]
   - id: rival
     keys:

@@ -215,7 +215,13 @@ def query_count(raw: str) -> int | None:
 
 
 def _bearer_key(request: AnyRequest) -> str:
-    scheme, _, key = (header(request, b"authorization") or "").partition(" ")
+    """The key as its client wrote it: UTF-8 where the header is (read as Latin-1, a key of
+    "ü" never matched the hash of its UTF-8 bytes, the form ``sha256sum`` gives), and from one
+    header (two, joined by ", ", read as a third key: a 401 that named no cause)."""
+    raw = single_header(request, b"authorization") or ""
+    with contextlib.suppress(UnicodeDecodeError):
+        raw = raw.encode("latin-1").decode("utf-8")
+    scheme, _, key = raw.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized("unauthorized: send your key as 'Authorization: Bearer <key>'")

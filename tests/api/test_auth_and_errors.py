@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import Keys, client_for
+from tests.conftest import Keys, client_for, utf8_key
 from tests.support.processes import MIRROR, ServerProcess
 
 
@@ -29,6 +29,24 @@ def test_missing_or_wrong_key_is_401(
     assert body["code"] == "unauthorized"
     assert text in body["error"]
     assert "not-a-real-key" not in response.text
+
+
+def test_a_key_is_read_as_the_utf8_its_hash_was_made_of(gateway: ServerProcess, keys: Keys) -> None:
+    """Read as Latin-1, a key with "ü" never matched the hash ``sha256sum`` gives of it."""
+    key = utf8_key(keys).encode()
+    response = httpx.get(
+        gateway.url + MIRROR + "/models", headers={"Authorization": b"Bearer " + key}
+    )
+    assert response.status_code == 200
+
+
+def test_two_authorization_headers_are_refused_by_name(gateway: ServerProcess, keys: Keys) -> None:
+    """Joined by ", ", two copies of a valid key read as a third: a 401 that named no cause."""
+    line = ("Authorization", f"Bearer {keys.studio}")
+    response = httpx.get(gateway.url + MIRROR + "/models", headers=[line, line])
+    assert response.status_code == 400
+    assert "Authorization header once" in response.json()["error"]
+    assert keys.studio not in response.text
 
 
 def test_expired_key_is_401(gateway: ServerProcess, keys: Keys) -> None:
