@@ -39,6 +39,8 @@ _STRING_TYPES = frozenset({"string", "str", "text"})
 _INTEGER_TYPES = frozenset({"integer", "int"})
 _NUMBER_TYPES = frozenset({"float", "number", "double"})
 _BOOLEAN_TYPES = frozenset({"boolean", "bool"})
+_SHOWN_CHARS = 64
+_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 
 
 class ParameterSpec(msgspec.Struct, frozen=True):
@@ -108,7 +110,10 @@ def _decode(body: bytes | msgspec.Raw, kind: Any) -> Any:
     except msgspec.ValidationError:  # of an object's fields, only the object is ever checked
         raise InvalidPayload("invalid payload: request body must be a JSON object") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+        reason = str(exc)
+        if "truncated" in reason and _LONE_HIGH_SURROGATE.search(bytes(body)):  # msgspec's words
+            reason = "a \\ud800-\\udbff escape without the low half of its surrogate pair"
+        raise InvalidJSON(f"request body is not valid JSON: {reason}") from None
     except RecursionError:
         raise InvalidJSON("request body is not valid JSON: nested too deeply") from None
 
@@ -261,7 +266,17 @@ def _check_enum(options: list[Any], value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and str(value) in options:
         return None
     allowed = ", ".join(msgspec.json.encode(o).decode() for o in options)
-    return f"must be one of [{allowed}], got {msgspec.json.encode(value).decode()}"
+    return f"must be one of [{allowed}], got {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
+    """A value in an error, short: an array or object by its type (``_scalar`` never built
+    it), a long string cut."""
+    if isinstance(value, list | dict):
+        return f"an {_json_type(value)}"
+    if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+        return msgspec.json.encode(value[:_SHOWN_CHARS]).decode()[:-1] + '..."'
+    return msgspec.json.encode(value).decode()
 
 
 def _as_number(value: Any) -> float | None:
@@ -284,9 +299,10 @@ def _check_range(spec: ParameterSpec, number: float) -> str | None:
 
 
 def _fmt(number: float) -> str:
-    if isinstance(number, int):
-        return str(number)
-    return str(int(number)) if number.is_integer() else str(number)
+    """``5``, ``0.5``, ``1e+308`` (not its 309 digits)."""
+    if isinstance(number, int) or (number.is_integer() and abs(number) < 1e15):
+        return str(int(number))
+    return repr(number)
 
 
 def _json_type(value: Any) -> str:

@@ -71,6 +71,11 @@ def test_valid_payloads_pass(payload: dict[str, Any]) -> None:
         ({"prompt": "a", "duration": 5.0}, "duration must be one of"),
         ({"prompt": "a", "duration": True}, "duration must be one of"),
         ({"prompt": "a", "aspect_ratio": "4:3"}, "aspect_ratio must be one of"),
+        # Said by type and cut short, not as the placeholders "[]" and "{}" or in full.
+        ({"prompt": "a", "duration": ["10"]}, 'duration must be one of ["5", "10"], got an array'),
+        ({"prompt": "a", "duration": {"s": 10}}, "got an object"),
+        ({"prompt": "a", "duration": "7" * 1000}, f'got "{"7" * 64}..."'),
+        ({"prompt": "a", "cfg_scale": 1e308}, "cfg_scale must be <= 1, got 1e+308"),
         ({"prompt": "a", "cfg_scale": 1.5}, "cfg_scale must be <= 1, got 1.5"),
         ({"prompt": "a", "cfg_scale": -0.1}, "cfg_scale must be >= 0, got -0.1"),
         ({"prompt": "a", "cfg_scale": "high"}, "cfg_scale must be a number, got string"),
@@ -108,6 +113,11 @@ def test_other_parameter_types(spec: ParameterSpec, good: Any, bad: Any) -> None
         (b"{not json", InvalidJSON, "request body is not valid JSON"),
         (b'{"model": "m", "payload": {"prompt": "\xff\xfe"}}', InvalidJSON, "not valid JSON"),
         (b'{"payload": ' + b"[" * 100_000, InvalidJSON, "not valid JSON: nested too deeply"),
+        # msgspec calls a lone high surrogate "Input data was truncated" (what a JavaScript
+        # client sends after slicing an emoji in half).
+        (b'{"model": "m", "payload": {"prompt": "\\ud83e"}}', InvalidJSON, "low half"),
+        (b'{"model": "m", "payload": {"prompt": "\\uD83Ex"}}', InvalidJSON, "low half"),
+        (b'{"model": "m", "payload": {"prompt": "\\ud83e\\ude00"', InvalidJSON, "truncated"),
         (b"[" * 100_000, InvalidPayload, "must be a JSON object"),
         (b"[1, 2]", InvalidPayload, "must be a JSON object"),
         (b'{"payload": {}}', InvalidPayload, "model is required"),
