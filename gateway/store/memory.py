@@ -242,20 +242,19 @@ class MemoryStore(Store):
         if limits.submits_per_minute is not None:
             tat = self._rates.get((tenant, "submit"))
             rate = rate_take(tat, to_us(now), limits.submits_per_minute)
-        slots = self._live_slots(tenant, now)
         decision = decide_submit(
             limits=limits,
             charge=charge,
             now=now,
             rate=rate,
-            slots_in_use=len(slots),
+            slots_in_use=self._in_use(tenant, now),
             day_used=self._budgets.get((tenant, charge.day), now) or 0,
             month_used=self._budgets.get((tenant, charge.month), now) or 0,
         )
         if decision.allowed:
             if rate is not None:
                 self._rates[tenant, "submit"] = rate.tat
-            slots[charge.token] = hold_until
+            self._live_slots(tenant, now)[charge.token] = hold_until  # as Redis: pruned only here
             for period, ends_at in (
                 (charge.day, charge.day_ends_at),
                 (charge.month, charge.month_ends_at),

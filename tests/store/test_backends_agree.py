@@ -223,10 +223,10 @@ def charge_of(clock: FakeClock, token: str, cost: int = 0) -> Charge:
 
 
 async def late_release(
-    store: Store, clock: FakeClock, tenant: str, *, submit_between: bool
+    store: Store, clock: FakeClock, tenant: str, *, cost_between: int | None
 ) -> tuple[bool, int, int]:
-    """Reserve with a 10 s hold, read usage 20 s on (and submit again, if told), then release:
-    whether it released, the day budget left and the slots in use."""
+    """Reserve with a 10 s hold, read usage 20 s on (and submit again at ``cost_between``, if
+    given), then release: whether it released, the day budget left and the slots in use."""
     limits = SubmitLimits(video_seconds_per_day=100)
     reserved = charge_of(clock, "a", cost=5)
     start = await store.begin_submit(tenant, reserved, limits, hold_until=clock.now + 10)
@@ -234,9 +234,9 @@ async def late_release(
     assert start.decision.allowed
     clock.advance(20)
     await store.usage(tenant, limits, None, reserved)
-    if submit_between:
+    if cost_between is not None:
         await store.begin_submit(
-            tenant, charge_of(clock, "b", cost=5), limits, hold_until=clock.now + 10
+            tenant, charge_of(clock, "b", cost=cost_between), limits, hold_until=clock.now + 10
         )
     released = await store.release(tenant, reserved)
     states, in_use = await store.usage(tenant, limits, None, reserved)
@@ -247,8 +247,10 @@ async def late_release(
 async def test_a_release_after_the_hold_ran_out_agrees(
     stores: tuple[MemoryStore, RedisStore], clock: FakeClock
 ) -> None:
-    """An expired slot stays until a submit drops it (release.lua still finds it until then),
-    however often usage is read meanwhile: a late release refunds only before the next submit."""
+    """An expired slot stays until a submit that is allowed drops it (release.lua still finds it
+    until then), however often usage is read or submits are refused meanwhile: a late release
+    refunds only before the next accepted submit. The memory store used to drop it on a refusal."""
     for store in stores:
-        assert await late_release(store, clock, "a", submit_between=False) == (True, 100, 0)
-        assert await late_release(store, clock, "b", submit_between=True) == (False, 90, 1)
+        assert await late_release(store, clock, "a", cost_between=None) == (True, 100, 0)
+        assert await late_release(store, clock, "b", cost_between=5) == (False, 90, 1)
+        assert await late_release(store, clock, "c", cost_between=500) == (True, 100, 0)
