@@ -9,6 +9,10 @@ reserved: one reserved locally stays local; one reserved in Redis before it fail
 there with its job. What cannot be answered safely from one replica's
 memory still fails closed: a job this replica never saw (ownership cannot be proven, and a
 wrong answer would leak another tenant's job), the job list, usage, and the reconciler's lease.
+
+In both modes, a job the upstream accepted but the shared store failed to record is written back
+when the store answers again: it exists and is billed, so it must become the tenant's, to be
+polled, listed, reconciled and settled (refunded if it fails) like any other.
 """
 
 from __future__ import annotations
@@ -105,10 +109,13 @@ class StoreFailover(Store):
         try:
             return await add(self._shared)
         except StoreError as exc:
+            pending = _PendingJob(
+                tenant, request_id, model, record, charge, deadline, idempotency, answer
+            )
+            self._pending.append(pending)
+            if self._local is None:
+                raise  # closed: written back all the same, the job exists (and is billed)
             local = self._fallback("add_job", exc)
-        self._pending.append(
-            _PendingJob(tenant, request_id, model, record, charge, deadline, idempotency, answer)
-        )
         return await add(local)
 
     async def get_job(self, tenant: str, request_id: str) -> StoredJob | None:
@@ -300,10 +307,17 @@ class StoreFailover(Store):
         await self._shared.aclose()
 
     async def write_back(self, interval: float) -> None:
-        """Until cancelled: copy jobs recorded locally during an outage into the shared store."""
-        while True:
-            await asyncio.sleep(interval)
-            await self.write_back_once()
+        """Until cancelled: copy jobs not yet in the shared store into it (see the module)."""
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await self.write_back_once()
+        finally:
+            if self._pending:  # shutting down: the operator is left to trace them
+                _log.error(
+                    "jobs_not_written_back",
+                    jobs=[(job.tenant, job.request_id) for job in self._pending],
+                )
 
     async def write_back_once(self) -> None:
         """Copy what is pending, in order, until done or the shared store fails again."""

@@ -61,10 +61,6 @@ _log = structlog.get_logger("gateway.jobs")
 _T = TypeVar("_T")
 
 
-class _AcceptedButUnrecorded(StoreUnavailable):
-    """The job exists upstream but its ownership could not be stored."""
-
-
 class _AcceptedWithoutId(UpstreamRelayedError):
     """The upstream accepted the submit but named no job: it may exist and be billed."""
 
@@ -156,7 +152,7 @@ class Jobs:
                 decision=start.decision,
                 claim=claim,
             )
-        except (UpstreamTimeout, _AcceptedButUnrecorded, _AcceptedWithoutId) as exc:
+        except (UpstreamTimeout, _AcceptedWithoutId) as exc:
             if claim is not None:  # a replay must not create a second job
                 try:
                     await self._finish(tenant.id, claim, exc)
@@ -229,16 +225,14 @@ class Jobs:
                 answer=answer,
             )
         except StoreError as exc:
-            _log.error(
-                "submit_not_recorded",
+            # The job exists and is billed: the client gets its id (answered 503, it would
+            # submit and pay again) and the store gets the job once it answers (failover.py).
+            _log.warning(
+                "submit_recorded_later",
                 tenant=tenant.id,
                 upstream_request_id=request_id,
                 error=str(exc),
             )
-            raise _AcceptedButUnrecorded(
-                f"the upstream accepted job {request_id} but the gateway could not record it; "
-                "contact the gateway operator with this request id"
-            ) from None
         metrics.JOBS_SUBMITTED.labels(tenant.id, model).inc()
         metrics.VIDEO_SECONDS_CHARGED.labels(tenant.id).inc(charge.cost)
         status = job_status(answer)
