@@ -198,6 +198,8 @@ class Quotas:
                         kind="settlement",
                         outcome=outcome,
                         tenant=tenant_id,
+                        # The poll that saw the job end (none for the reconciler's settlements).
+                        request_id=structlog.contextvars.get_contextvars().get("request_id"),
                         model=model,
                         upstream_request_id=request_id,
                         video_seconds_charged=settled.cost - settled.refunded,

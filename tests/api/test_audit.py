@@ -182,12 +182,14 @@ def test_settlements_are_audited_with_what_they_charged_or_refunded(
             ).json()["request_id"]
             for prompt in ("a heron", "a heron [sim:fail]")
         }
+        polls = set()  # the gateway's ids of the polls
         for request_id in ids.values():
             deadline = time.monotonic() + 10
-            while other.get(f"{MIRROR}/requests/{request_id}").json()["status"] not in (
-                "success",
-                "failed",
-            ):
+            while True:
+                poll = other.get(f"{MIRROR}/requests/{request_id}")
+                polls.add(poll.headers["x-request-id"])
+                if poll.json()["status"] in ("success", "failed"):
+                    break
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
         deadline = time.monotonic() + 10
@@ -199,6 +201,7 @@ def test_settlements_are_audited_with_what_they_charged_or_refunded(
     assert (succeeded["outcome"], succeeded["video_seconds_charged"]) == ("charged", 5)
     assert (failed["outcome"], failed["video_seconds_refunded"]) == ("refunded", 5)
     assert all(e["tenant"] == "other" and e["model"] == MODEL for e in found)
+    assert all(e["request_id"] in polls for e in found)  # which poll saw the job end
     scrape = samples(server)
     assert value(scrape, "gmigw_video_seconds_refunded_total", tenant="other") == 5
     assert value(scrape, "gmigw_jobs_finished_total", tenant="other", status="failed") == 1
