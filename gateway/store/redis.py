@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway import metrics
 from gateway.store.base import (
@@ -131,6 +132,10 @@ class RedisStore(Store):
             socket_timeout=2.0,
             socket_connect_timeout=2.0,
             health_check_interval=15,
+            # Left "auto", redis-py skips the check that replaces a pooled connection the server
+            # closed (a restart, or its idle ``timeout``): each failed a request. Managed-Redis
+            # maintenance notices are not needed (a failover is a lost connection, as ever).
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
         return cls(
