@@ -50,7 +50,9 @@ __all__ = (
 )
 
 UNKNOWN = "unknown"
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SUBSECOND = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+# Up to the longest call the settings allow (a read timeout of 90 s; a submit of 125 s).
+_LATENCY_BUCKETS = (*_SUBSECOND, 1, 2.5, 5, 10, 30, 60, 90, 120, 150)
 
 HTTP_REQUESTS = Counter(
     "gmigw_http_requests_total",
@@ -113,7 +115,8 @@ JOBS_IN_FLIGHT = Gauge(
 )
 UPSTREAM_CIRCUIT_STATE = Gauge(
     "gmigw_upstream_circuit_state",
-    "The upstream circuit breaker: 0 closed, 1 half-open (probing), 2 open (failing fast).",
+    "The upstream circuit breaker: 0 closed, 1 half-open (the next call probes), 2 open"
+    " (failing fast, a probe's wait included).",
     multiprocess_mode="livemax",
 )
 AUDIT_EVENTS_DROPPED = Counter(

@@ -48,6 +48,7 @@ class CircuitBreaker:
             return None
         if state == "half_open" and not self._probing:
             self._probing = True
+            self._publish()
             return None
         opened = self._opened_at if self._opened_at is not None else self._clock()
         return max(1.0, self._cooldown - (self._clock() - opened))
@@ -74,7 +75,11 @@ class CircuitBreaker:
         self._publish()
 
     def _publish(self) -> None:
-        metrics.UPSTREAM_CIRCUIT_STATE.set(_STATE_VALUES[self.state])
+        """The gauge says "open" while calls are refused, a probe's wait included (it may last
+        the whole read timeout): as half-open, an alert on "open" was false for most of an
+        outage of a hanging upstream. Half-open means the next call goes through."""
+        state = "open" if self._probing else self.state
+        metrics.UPSTREAM_CIRCUIT_STATE.set(_STATE_VALUES[state])
 
     def _publish_when_cooled_down(self) -> None:
         """Show half-open once the cooldown ends, call or no call: an alert on "open" must

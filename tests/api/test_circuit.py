@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,3 +84,32 @@ def test_the_circuit_gauge_leaves_open_when_the_cooldown_ends_without_traffic(
         assert "gmigw_upstream_circuit_state 2.0" in httpx.get(gateway.url + "/metrics").text
         time.sleep(1.5)
         assert "gmigw_upstream_circuit_state 1.0" in httpx.get(gateway.url + "/metrics").text
+
+
+def test_the_circuit_gauge_stays_open_while_a_probe_hangs(
+    sim: ServerProcess, sim_control: SimControl, tenants_file: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """Every other call is refused until the probe answers, which may take the whole read
+    timeout: shown as half-open, the alert on == 2 was false for most of a hanging outage."""
+    with circuit_gateway(sim, tenants_file, tmp_path, threshold=2, cooldown=1) as gateway:
+        sim_control.fault("GET /models", status=503, rate=1.0)
+        with client_for(gateway, keys.studio) as studio:
+            assert studio.get("/models").status_code == 503
+            time.sleep(1.5)  # cooled down: the next call probes
+            assert "gmigw_upstream_circuit_state 1.0" in httpx.get(gateway.url + "/metrics").text
+            sim_control.clear_faults()
+            sim_control.fault("GET /models", latency_ms=3000)
+            before = sim_control.calls()["GET /models"]
+            with ThreadPoolExecutor(1) as pool:
+                probe = pool.submit(studio.get, "/models")
+                deadline = time.monotonic() + 2
+                while sim_control.calls()["GET /models"] == before:  # the probe is upstream
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                refused = studio.post("/upload-url", json={"file_type": "png"})  # not cached
+                gauge = httpx.get(gateway.url + "/metrics").text
+                assert probe.result().status_code == 200
+        assert refused.status_code == 503, refused.text
+        assert "circuit open" in refused.json()["error"]
+        assert "gmigw_upstream_circuit_state 2.0" in gauge
+        assert "gmigw_upstream_circuit_state 0.0" in httpx.get(gateway.url + "/metrics").text

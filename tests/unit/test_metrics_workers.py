@@ -1,4 +1,4 @@
-"""Multiprocess metrics: a worker that died leaves no live gauge behind."""
+"""Metrics: a worker that died leaves no live gauge behind; latency buckets reach far enough."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway import metrics
+from gateway.settings import MAX_CONNECT_TIMEOUT, MAX_READ_TIMEOUT
 
 
 def test_live_gauges_of_dead_workers_are_forgotten(
@@ -28,3 +29,16 @@ def test_live_gauges_of_dead_workers_are_forgotten(
         f"gauge_livemax_{os.getpid()}.db",
         f"gauge_livesum_{os.getpid()}.db",
     ]
+
+
+def test_the_longest_upstream_call_the_settings_allow_lands_in_a_finite_bucket() -> None:
+    """The buckets ended at 30 s, the default read timeout: every timed-out call, and every
+    call up to the 90 s a read timeout may be set to, read as 30 s in histogram_quantile."""
+    longest = MAX_CONNECT_TIMEOUT + MAX_READ_TIMEOUT
+    metrics.UPSTREAM_REQUEST_DURATION.labels("POST /requests").observe(longest)
+    finite = [
+        sample
+        for sample in metrics.UPSTREAM_REQUEST_DURATION.collect()[0].samples
+        if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf"
+    ]
+    assert any(float(s.labels["le"]) >= longest and s.value >= 1 for s in finite)
