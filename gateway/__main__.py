@@ -22,7 +22,7 @@ from gateway.audit import AUDIT_SHUTDOWN_SECONDS
 from gateway.listening import listen
 from gateway.log import configure_logging
 from gateway.services.tenants import TenantConfigError, load_tenants, new_key
-from gateway.settings import Settings, SettingsError
+from gateway.settings import TENANTS_LAST_GOOD_ENV, Settings, SettingsError
 
 __all__ = ("drain_seconds", "main")
 
@@ -167,6 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
     scratch = None
     if args.workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         scratch = _prepare_multiprocess_metrics()
+    kept = tempfile.mkdtemp(prefix="gmigw-tenants-")  # the workers' last good tenants config
+    os.environ[TENANTS_LAST_GOOD_ENV] = os.path.join(kept, "tenants.yaml")
     # Workers start as fresh interpreters (not forks), so they import prometheus-client with
     # PROMETHEUS_MULTIPROC_DIR already set and inherit no state of this process.
     multiprocessing.set_start_method("spawn", force=True)
@@ -196,8 +198,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.serve()
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        for directory in (scratch, kept):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
     return 0
 
 

@@ -55,7 +55,7 @@ from gateway.services.reconciler import Reconciler
 from gateway.services.store_watch import StoreWatch
 from gateway.services.tenant_registry import TenantRegistry
 from gateway.services.uploads import Uploads
-from gateway.settings import Settings
+from gateway.settings import TENANTS_LAST_GOOD_ENV, Settings
 from gateway.store import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
@@ -256,7 +256,11 @@ def app_from_env() -> Litestar:
     configure_logging(settings.log_level, secrets=settings.log_secrets)
     if "metrics" in settings.features_off:
         metrics.switch_off()  # process-wide, like the metrics themselves
-    return create_app(settings)
+    tenants = None
+    if settings.tenants_file is not None:
+        last_good = os.environ.get(TENANTS_LAST_GOOD_ENV)  # set by serve for its workers
+        tenants = TenantRegistry(settings.tenants_file, last_good=last_good)
+    return create_app(settings, tenants=tenants)
 
 
 def _upstream_client(settings: Settings) -> UpstreamClient:

@@ -48,22 +48,56 @@ class TenantRegistry:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] | None, *, initial: TenantsConfig | None = None
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        initial: TenantsConfig | None = None,
+        last_good: str | os.PathLike[str] | None = None,
     ) -> None:
         """Load ``path`` now unless ``initial`` is given.
 
+        With ``last_good``, a copy of every config that loads is kept there, and a file refused
+        now is served from that copy instead: ``serve`` gives its workers one, so a worker
+        respawned while the file is bad starts with the config its siblings serve (it stopped
+        in a loop, and granian took the healthy workers down with it).
+
         Raises:
-            TenantConfigError: the file is unreadable or invalid (the gateway must not start).
+            TenantConfigError: the file is unreadable or invalid, and no good copy is kept (the
+                gateway must not start).
             ValueError: neither a path nor an initial config.
         """
         self._path = Path(path) if path is not None else None
+        self._last_good = Path(last_good) if last_good is not None else None
+        self._lock = threading.Lock()  # reload runs in a worker thread (watch) and in handlers
+        self._refusal: tuple[str | None, str] | None = None  # (digest, error) last logged
         if initial is None:
             if self._path is None:
                 raise ValueError("a tenants file path or an initial config is required")
-            initial = load_tenants(self._path)
+            try:
+                initial = self._accept(read_tenants_text(self._path))
+            except TenantConfigError as refused:
+                if self._last_good is None or not self._last_good.exists():
+                    raise
+                self._current = load_tenants(self._last_good)
+                self._refused(None, str(refused))
+                return
         self._current = initial
-        self._lock = threading.Lock()  # reload runs in a worker thread (watch) and in handlers
-        self._refusal: tuple[str | None, str] | None = None  # (digest, error) last logged
+
+    def _accept(self, text: str) -> TenantsConfig:
+        """The file's config, a copy of it kept as the last good one (if one is kept).
+
+        Raises:
+            TenantConfigError: the text is invalid.
+        """
+        config = parse_tenants(text, source=str(self._path))
+        if self._last_good is not None:
+            kept = self._last_good.with_name(f"{self._last_good.name}.{os.getpid()}")
+            try:
+                kept.write_text(text, encoding="utf-8")
+                kept.replace(self._last_good)  # atomic: a worker never reads half a copy
+            except OSError as exc:  # serving goes on; only a respawn would miss the copy
+                _log.warning("tenants_copy_not_kept", error=exc.strerror or type(exc).__name__)
+        return config
 
     @classmethod
     def fixed(cls, config: TenantsConfig) -> TenantRegistry:
@@ -100,7 +134,7 @@ class TenantRegistry:
             if self._refusal is not None and self._refusal[0] == digest:
                 return ReloadResult(changed=False, error=self._refusal[1])  # same bad file
             try:
-                config = parse_tenants(text, source=os.fspath(self._path))
+                config = self._accept(text)
             except TenantConfigError as exc:
                 return self._refused(digest, str(exc))
             self._current = config

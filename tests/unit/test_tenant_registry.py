@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from gateway.errors import Unauthorized
@@ -35,6 +36,10 @@ def tenants_text(*ids: str) -> str:
         for t in ids
     )
     return "tenants:\n" + entries if ids else "tenants: []\n"
+
+
+def sample(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
 
 
 def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
@@ -82,6 +87,33 @@ def test_a_bad_or_missing_initial_file_refuses_to_start(tmp_path: Path) -> None:
         TenantRegistry(tmp_path / "missing.yaml")
     with pytest.raises(ValueError, match="required"):
         TenantRegistry(None)
+
+
+def test_a_registry_refused_its_file_at_start_serves_the_last_good_copy(
+    tenants_file: Path, tmp_path: Path
+) -> None:
+    """How ``serve`` respawns a worker while the file is refused: its siblings keep serving the
+    last good config, and so does it (raising, it stopped in a loop and granian took the
+    healthy workers down with it)."""
+    copy = tmp_path / "kept" / "tenants.yaml"
+    copy.parent.mkdir()
+    TenantRegistry(tenants_file, last_good=copy)  # a worker at start: the copy is kept
+    tenants_file.write_text(tenants_text("a", "b"))
+    sibling = TenantRegistry(tenants_file, last_good=copy)
+    tenants_file.write_text("tenants: [oops\n")
+    assert sibling.reload().error is not None
+    with capture_logs() as logs:
+        respawned = TenantRegistry(tenants_file, last_good=copy)
+    assert sorted(respawned.current.tenants) == ["a", "b"]  # the newest good config
+    assert events(logs, "tenants_reload_failed")[0]["serving"] == "previous config"
+    assert sample("gmigw_tenants_file_rejected") == 1
+    tenants_file.write_text(tenants_text("b"))
+    assert respawned.reload().changed
+    assert sorted(respawned.current.tenants) == ["b"]
+    assert sample("gmigw_tenants_file_rejected") == 0
+    tenants_file.write_text("tenants: [oops\n")
+    with pytest.raises(TenantConfigError):  # nothing kept (not under serve): no start
+        TenantRegistry(tenants_file, last_good=tmp_path / "none" / "tenants.yaml")
 
 
 def test_initial_config_is_used_without_reading_the_file(tmp_path: Path) -> None:
