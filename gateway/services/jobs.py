@@ -70,6 +70,13 @@ class _Record(msgspec.Struct):
     status: str = ""
 
 
+class _Account(msgspec.Struct):
+    """Whose jobs these are upstream: the same for every job, as the gateway has one key."""
+
+    org_id: str
+    user_id: str
+
+
 def job_status(record: bytes) -> str:
     """The ``status`` field of an upstream record ("" when absent or unreadable)."""
     try:
@@ -108,6 +115,7 @@ class Jobs:
         self._status_ttl = status_ttl
         self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._account: _Account | None = None  # learnt from the first record read upstream
 
     async def submit(
         self, principal: Principal, body: bytes, idempotency_key: str | None = None
@@ -216,7 +224,7 @@ class Jobs:
                 tenant.id,
                 request_id,
                 model,
-                _as_status_record(answer, submission.payload),
+                _as_status_record(answer, submission.payload, self._account),
                 charge=charge,
                 deadline=self._quotas.deadline(),
                 idempotency=None
@@ -359,6 +367,9 @@ class Jobs:
         if response.status != 200:
             raise relayed_error(response)
         record = _without_large_echo(response.body)
+        if self._account is None:
+            with contextlib.suppress(msgspec.MsgspecError):  # a record without them: next time
+                self._account = msgspec.json.decode(record, type=_Account)
         status = job_status(record)
         try:
             if status in TERMINAL_STATUSES:
@@ -483,18 +494,23 @@ def _fingerprint(model: str, payload: msgspec.Raw) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def _as_status_record(submitted: bytes, payload: msgspec.Raw) -> bytes:
+def _as_status_record(submitted: bytes, payload: msgspec.Raw, account: _Account | None) -> bytes:
     """The submit answer in the shape of a status record (spec §4): what polls and lists serve
     until the first refresh, so a client reading ``payload`` or ``outcome`` finds them. The
-    fields the submit answer lacks go where a status record has them (after ``status``), and
-    the payload is the client's own bytes, echoed verbatim as the upstream does."""
+    fields the submit answer lacks go where a status record has them (``org_id`` and
+    ``user_id`` after ``request_id``, once a record read upstream told them; the others after
+    ``status``), and the payload is the client's own bytes, echoed verbatim as the upstream
+    does."""
     answer = msgspec.json.decode(submitted)  # _request_id read it already: it is an object
+    owner = {} if account is None else msgspec.structs.asdict(account)
     echo = payload if len(payload) <= ECHO_MAX else msgspec.Raw(b"{}")
     defaults = {"is_public": False, "payload": echo, "outcome": None}
     missing = {name: value for name, value in defaults.items() if name not in answer}
     record: dict[str, object] = {}
     for name, value in answer.items():
         record[name] = value
+        if name == "request_id":
+            record.update({k: v for k, v in owner.items() if k not in answer})
         if name == "status":
             record.update(missing)
     return msgspec.json.encode({**record, **missing})  # at the end if there was no status

@@ -351,17 +351,25 @@ def test_a_job_has_the_status_record_shape_before_its_first_refresh(
     studio: httpx.Client, sim_control: SimControl
 ) -> None:
     """Until a refresh succeeds, polls and lists serve the stored record: it must already
-    carry what clients read from a status record (spec §4), not only the submit's fields."""
+    carry what clients read from a status record (spec §4), not only the submit's fields
+    (org_id and user_id, the same on every job, were missing)."""
+    warm = submit(studio, {"prompt": "read upstream once"})
+    deadline = time.monotonic() + 5
+    while "org_id" not in (account := studio.get(f"/requests/{warm}").json()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     payload = b'{"prompt": "kept in its shape \xf0\x9f\xa6\x8a [sim:stuck]", "cfg_scale": 0.50}'
     body = b'{"model": "%s", "payload": %s}' % (MODEL.encode(), payload)
     submitted = studio.post("/requests", content=body).json()
     sim_control.fault("GET /requests/{request_id}", status=503, rate=1.0)
     listed = studio.get("/requests").json()["requests"]
     record = next(r for r in listed if r["request_id"] == submitted["request_id"])
-    expected = {**submitted, "is_public": False, "payload": json.loads(payload), "outcome": None}
-    assert record == expected
+    owner = {"org_id": account["org_id"], "user_id": account["user_id"]}
+    extra = {"is_public": False, "payload": json.loads(payload), "outcome": None}
+    assert record == {**submitted, **owner, **extra}
     # In a status record's order, the client's payload bytes echoed as they came (spec §4).
-    order = "request_id model status is_public payload outcome created_at updated_at queued_at"
+    order = "request_id org_id user_id model status is_public payload outcome created_at"
+    order += " updated_at queued_at"
     assert list(record) == order.split()
     raw = studio.get("/requests").content
     assert b'"payload":' + payload + b',"outcome":null' in raw
