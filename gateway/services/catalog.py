@@ -183,6 +183,26 @@ class Catalog:
             if waited is not None:
                 return waited
         try:
+            return await self._fetch_and_share(key, fetch, parse, stale, leased=leased)
+        finally:
+            if leased:  # once the copy is shared: freed before, it let another replica refetch
+                await self._unlease(key)
+
+    async def _fetch_and_share(
+        self,
+        key: str,
+        fetch: Callable[[], Awaitable[bytes]],
+        parse: Callable[[bytes], Any],
+        stale: _Entry | None,
+        *,
+        leased: bool,
+    ) -> Cached[Any]:
+        if leased:  # a refresh another replica ended just before this one took the lease
+            landed = await self._shared(key)
+            if landed is not None and self._fresh(landed[1]):
+                return Cached(self._adopt(key, parse(landed[0]), landed[1]), "HIT")
+        generation = await self._store_generation()
+        try:
             raw = await fetch()
             value = parse(raw)  # refuse to cache what cannot be read
         except GatewayError as exc:
@@ -190,14 +210,15 @@ class Catalog:
                 raise
             _log.warning("catalog_upstream_failed", cache_key=key, error=exc.message)
             return Cached(stale.value, "STALE")
-        finally:
-            if leased:
-                await self._unlease(key)
-        self._adopt(key, value, self._clock())
         try:
-            await self._store.cache_put(key, raw)
+            shared = await self._store.cache_put(key, raw, generation=generation)
         except StoreError as exc:
             _log.warning("catalog_share_failed", cache_key=key, error=str(exc))
+            shared = True  # only this replica's copy: kept, unless invalidated here meanwhile
+        if shared and generation >= self._generation:
+            self._adopt(key, value, self._clock())
+        # Else the cache was invalidated while the upstream answered, maybe just before the
+        # change it was invalidated for: this caller gets the answer, nobody keeps it.
         return Cached(value, "MISS")
 
     async def _wait_for_other_replica(
@@ -237,6 +258,13 @@ class Catalog:
         invalidation, or a failed refresh here) need not wait for it to expire."""
         with contextlib.suppress(StoreError):  # it expires on its own
             await self._store.release_lease(f"catalog:{key}", self._holder)
+
+    async def _store_generation(self) -> int:
+        """The cache generation now (this replica's view when the store cannot say)."""
+        try:
+            return await self._store.cache_generation()
+        except StoreError:
+            return self._generation
 
     async def _follow_generation(self) -> None:
         """Drop local copies after an invalidation on any replica (checked once a second)."""

@@ -288,8 +288,8 @@ class StoreFailover(Store):
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:
         return await self._shared.cache_get(name)
 
-    async def cache_put(self, name: str, value: bytes) -> None:
-        await self._shared.cache_put(name, value)
+    async def cache_put(self, name: str, value: bytes, *, generation: int) -> bool:
+        return await self._shared.cache_put(name, value, generation=generation)
 
     async def cache_invalidate(self) -> int:
         return await self._shared.cache_invalidate()

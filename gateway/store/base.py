@@ -404,8 +404,9 @@ class Store(abc.ABC):
         """A shared cache entry (value, and when it was stored by the store's clock), if any."""
 
     @abc.abstractmethod
-    async def cache_put(self, name: str, value: bytes) -> None:
-        """Store a shared cache entry, stamped with the store's clock."""
+    async def cache_put(self, name: str, value: bytes, *, generation: int) -> bool:
+        """Store a shared cache entry, stamped with the store's clock, if the cache generation
+        is still ``generation`` (the one the value was asked for under); whether it was."""
 
     @abc.abstractmethod
     async def cache_invalidate(self) -> int:

@@ -439,8 +439,11 @@ class MemoryStore(Store):
     async def cache_get(self, name: str) -> tuple[bytes, float] | None:
         return self._cache.get(name)
 
-    async def cache_put(self, name: str, value: bytes) -> None:
+    async def cache_put(self, name: str, value: bytes, *, generation: int) -> bool:
+        if generation != self._cache_generation:
+            return False
         self._cache[name] = (value, self._clock())
+        return True
 
     async def cache_invalidate(self) -> int:
         self._cache.clear()

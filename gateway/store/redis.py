@@ -92,6 +92,7 @@ class RedisStore(Store):
         self._reads_script = _script(client, "reads", rates=True)
         self._append_audit = _script(client, "append_audit")
         self._data_id_script = _script(client, "data_id")
+        self._cache_put = _script(client, "cache_put")
         self._reads: Batcher[_ReadGroup, str | None, list[Any]] = Batcher(self._read_batch)
         self._undo = UndoQueue(self.undo_reservation)
         # A failed audit batch's digest: where to look for it in each of its streams.
@@ -647,9 +648,10 @@ class RedisStore(Store):
             return None
         return bytes(value), float(stored)
 
-    async def cache_put(self, name: str, value: bytes) -> None:
-        mapping: dict[str, Arg] = {f"v:{name}": value, f"t:{name}": self._clock()}
-        await self._call(self._redis.hset(self._catalog, mapping=mapping))  # type: ignore[arg-type]
+    async def cache_put(self, name: str, value: bytes, *, generation: int) -> bool:
+        keys = [self._catalog, self._generation]
+        args: list[Arg] = [name, value, self._clock(), generation]
+        return bool(await self._call(self._cache_put(keys=keys, args=args)))
 
     async def cache_invalidate(self) -> int:
         pipe = self._redis.pipeline(transaction=True)

@@ -263,14 +263,17 @@ async def test_one_refresh_claim_per_window(store: Store, clock: FakeClock) -> N
 
 async def test_shared_cache_entries_and_invalidation(store: Store, clock: FakeClock) -> None:
     assert await store.cache_get("models") is None
-    await store.cache_put("models", b'{"model_ids":[]}')
+    before = await store.cache_generation()
+    assert await store.cache_put("models", b'{"model_ids":[]}', generation=before)
     assert await store.cache_get("models") == (b'{"model_ids":[]}', clock.now)
     clock.advance(5)
-    await store.cache_put("models", b"v2")
+    assert await store.cache_put("models", b"v2", generation=before)
     assert await store.cache_get("models") == (b"v2", clock.now)
-    before = await store.cache_generation()
     assert await store.cache_invalidate() == before + 1
     assert await store.cache_generation() == before + 1
+    assert await store.cache_get("models") is None
+    # A value asked for before the invalidation must not bring back what it dropped.
+    assert not await store.cache_put("models", b"v2", generation=before)
     assert await store.cache_get("models") is None
 
 
