@@ -74,14 +74,15 @@ async def tenant_usage(request: AnyRequest, tenant_id: FromPath[str]) -> dict[st
 )
 async def all_audit(request: AnyRequest) -> dict[str, Any]:
     """Audit events of every tenant (or ``tenant``), newest first, with filters ``since``,
-    ``until``, ``route``, ``status`` and ``outcome``."""
+    ``until``, ``route``, ``status``, ``outcome``, ``request_id`` and ``upstream_request_id``."""
     admin_principal(request)
     limit, cursor = page_params(request)
     found = services(request)
     tenant = request.query_params.get("tenant") or None
     if tenant is not None and not is_tenant_id(tenant):  # a removed tenant's trail stays readable
         raise BadRequest(f"tenant must be a tenant id ({TENANT_ID_RULE}), got {tenant[:70]!r}")
-    return await found.audit.query(tenant, limit=limit, cursor=cursor, only=filter_params(request))
+    only = filter_params(request, also=frozenset({"tenant"}))
+    return await found.audit.query(tenant, limit=limit, cursor=cursor, only=only)
 
 
 @post(

@@ -38,7 +38,10 @@ AUDIT_QUERY = [
     query("route", "only this route template, e.g. /api/v1/ie/requestqueue/apikey/requests"),
     query("status", "only this HTTP status", Schema(type=OpenAPIType.INTEGER)),
     query("outcome", "only this outcome: ok, an error code, replayed, charged, refunded, ..."),
+    query("request_id", "only the event of this gateway request id (X-Request-ID)"),
+    query("upstream_request_id", "only events of this upstream job id (its submit, polls, ...)"),
 ]
+_KNOWN = frozenset(parameter.name for parameter in AUDIT_QUERY)
 
 
 def page_params(request: AnyRequest) -> tuple[int, str | None]:
@@ -62,27 +65,41 @@ def _is_cursor(raw: str) -> bool:
     return all(n < 2**64 for n in parts) and any(parts)
 
 
-def filter_params(request: AnyRequest) -> AuditFilter:
-    """``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``."""
+def filter_params(request: AnyRequest, *, also: frozenset[str] = frozenset()) -> AuditFilter:
+    """``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``, ``request_id`` and
+    ``upstream_request_id``; an empty one is absent, as for ``limit`` and ``cursor``.
+
+    Raises:
+        BadRequest: a bad value, or a parameter that is neither one of these nor in ``also``
+            (ignored, a misspelt filter answered every event, as if it had matched).
+    """
     query = request.query_params
-    raw_status = query.get("status")
+    unknown = sorted(set(query) - _KNOWN - also)
+    if unknown:
+        known = ", ".join(sorted(_KNOWN | also))
+        raise BadRequest(f"unknown query parameter {unknown[0][:40]!r}; known: {known}")
+    raw_status = query.get("status") or None
     status = None if raw_status is None else query_count(raw_status)
     if raw_status is not None and (status is None or not 100 <= status <= 599):
         raise BadRequest(f"status must be an HTTP status code, got {raw_status!r}")
     return AuditFilter(
-        since=_moment(query.get("since"), "since"),
-        until=_moment(query.get("until"), "until"),
-        route=query.get("route"),
+        since=_moment(query.get("since") or None, "since"),
+        until=_moment(query.get("until") or None, "until"),
+        route=query.get("route") or None,
         status=status,
-        outcome=query.get("outcome"),
+        outcome=query.get("outcome") or None,
+        request_id=query.get("request_id") or None,
+        upstream_request_id=query.get("upstream_request_id") or None,
     )
 
 
 def _moment(raw: str | None, name: str) -> datetime | None:
     if raw is None:
         return None
+    if raw[-1:] in ("Z", "z"):  # RFC 3339 allows either
+        raw = raw[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(raw)
     except ValueError:
         raise BadRequest(f"{name} must be an RFC 3339 time, got {raw!r}") from None
     if moment.tzinfo is None:
@@ -97,7 +114,8 @@ def _moment(raw: str | None, name: str) -> datetime | None:
 )
 async def own_audit(request: AnyRequest) -> dict[str, Any]:
     """Your own audit events, newest first; pass ``next_cursor`` back as ``cursor``. Filters
-    as on ``/admin/audit``: ``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``."""
+    as on ``/admin/audit``: ``since``/``until`` (RFC 3339), ``route``, ``status``, ``outcome``,
+    ``request_id``, ``upstream_request_id``."""
     principal = tenant_principal(request)
     found = services(request)
     async with refusal_with_ratelimit(request, principal):

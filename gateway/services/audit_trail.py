@@ -36,9 +36,18 @@ class AuditFilter:
     route: str | None = None
     status: int | None = None
     outcome: str | None = None
+    request_id: str | None = None
+    upstream_request_id: str | None = None
 
     def matches(self, event: dict[str, Any]) -> bool:
         if self.route is not None and event.get("route") != self.route:
+            return False
+        if self.request_id is not None and event.get("request_id") != self.request_id:
+            return False
+        if (
+            self.upstream_request_id is not None
+            and event.get("upstream_request_id") != self.upstream_request_id
+        ):
             return False
         if self.status is not None and event.get("status") != self.status:
             return False

@@ -44,7 +44,7 @@ from gateway.services.relay import relayed_error, unavailable
 from gateway.services.tenants import Principal
 from gateway.store import Store, StoredJob, StoreError
 from gateway.store.base import Charge, Decision, Idempotency, IdempotencyState, Poll
-from gateway.upstream import UpstreamAmbiguous, UpstreamClient, UpstreamError, UpstreamResponse
+from gateway.upstream import UpstreamAmbiguous, UpstreamClient, UpstreamError
 
 __all__ = ("TERMINAL_STATUSES", "Jobs", "Submitted", "job_status")
 
@@ -205,7 +205,7 @@ class Jobs:
             refused = relayed_error(response, not_found=UnknownModel)
             note.upstream_request_id = refused.upstream_request_id  # a sync model's failed job
             raise refused
-        request_id = _request_id(response)
+        request_id = _request_id(response.body)
         if not request_id:
             _keep_ambiguous_charge(tenant.id, model, charge, "a 2xx answer without a request_id")
             raise _AcceptedWithoutId(
@@ -477,8 +477,12 @@ def _replay(claim: IdempotencyState) -> Submitted:
         raise IdempotencyMismatch(
             "this Idempotency-Key was already used with a different request body"
         )
-    # Audited as what it is: no new job and no charge, whatever status the stored answer has.
-    current_note().outcome = "replayed"
+    # Audited as what it is: no new job and no charge, whatever status the stored answer has;
+    # with the job it answered with, so a retry can be traced to the submit that made it.
+    note = current_note()
+    note.outcome = "replayed"
+    if claim.status == 200:
+        note.upstream_request_id = _request_id(claim.body) or None
     return Submitted(claim.status, claim.body, None, replayed=True)
 
 
@@ -532,10 +536,10 @@ def _without_large_echo(record: bytes) -> bytes:
     return msgspec.json.encode(fields)
 
 
-def _request_id(response: UpstreamResponse) -> str:
+def _request_id(answer: bytes) -> str:
     """The job id of a submit's answer ("" when it names none)."""
     try:
-        return msgspec.json.decode(response.body, type=_Record).request_id
+        return msgspec.json.decode(answer, type=_Record).request_id
     except msgspec.MsgspecError:
         return ""
 

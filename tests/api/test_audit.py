@@ -115,6 +115,9 @@ def test_every_request_is_audited_once_with_its_outcome(
     assert rejected == 1  # the rate_limited submit
     accepted = [e for e in found if e["outcome"] == "ok" and e["method"] == "POST"]
     assert len(accepted) == 2
+    (replayed,) = (e for e in found if e["outcome"] == "replayed")
+    keyed = accepted[0]  # newest first: the keyed submit the replay answered with
+    assert replayed["upstream_request_id"] == keyed["upstream_request_id"]
     for event in accepted:
         assert event["video_seconds_charged"] == 5
         assert event["model"] == MODEL
@@ -135,6 +138,19 @@ def test_every_request_is_audited_once_with_its_outcome(
             assert admin.get("/admin/audit", params={"status": status}).status_code == 400
         for tenant in ("{", "a}b", "Auditee"):  # no Redis key made of an arbitrary string
             assert admin.get("/admin/audit", params={"tenant": tenant}).status_code == 400
+        # A complaint traced from the request id a client saw to every event of its job.
+        (submitted,) = events(admin, "/admin/audit", 1, request_id=keyed["request_id"])
+        assert submitted["upstream_request_id"] == keyed["upstream_request_id"]
+        job = events(admin, "/admin/audit", 2, upstream_request_id=keyed["upstream_request_id"])
+        assert [e["outcome"] for e in job] == ["replayed", "ok"]
+        # A misspelt filter answered every event, as if it matched; an empty one is absent.
+        misspelt = admin.get("/admin/audit", params={"tenant_id": "auditee"})
+        assert misspelt.status_code == 400
+        assert "'tenant_id'" in misspelt.json()["error"]
+        blank = {"route": "", "status": "", "outcome": "", "since": "", "tenant": ""}
+        assert len(events(admin, "/admin/audit", len(everything), **blank)) >= len(everything)
+        lower_z = events(admin, "/admin/audit", 1, since="2020-01-01t00:00:00z", outcome="ok")
+        assert lower_z
     text = str(everything) + server.output()
     assert SECRET_PROMPT not in text
     for key in KEYS.values():
