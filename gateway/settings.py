@@ -31,11 +31,11 @@ SWITCHABLE_FEATURES = ("audit", "metrics")
 # A submit is sent once, never retried, under an Idempotency-Key claim that lives 120 s
 # (IDEMPOTENCY_PENDING_TTL in services/jobs.py): it must end well inside that, or a retry with
 # the same key would create, and charge, a second job.
+MAX_CONNECT_TIMEOUT = 10.0
+MAX_READ_TIMEOUT = 90.0
 # Not a setting: where ``serve`` has its workers keep the last good tenants config (see
 # ``TenantRegistry``), so one respawned while the file is refused can start.
 TENANTS_LAST_GOOD_ENV = "GATEWAY_TENANTS_LAST_GOOD"
-MAX_CONNECT_TIMEOUT = 10.0
-MAX_READ_TIMEOUT = 90.0
 _BARE_PASSWORD_LENGTH = 12  # from this length on, the Redis password is scrubbed wherever it is
 _STORE_SLACK_SECONDS = 10.0  # the store calls around the upstream one (2 s timeouts each)
 _SUBMIT_BOUND = "a submit must end well inside its 120 s Idempotency-Key claim"

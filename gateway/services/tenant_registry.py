@@ -73,13 +73,16 @@ class TenantRegistry:
         if initial is None:
             if self._path is None:
                 raise ValueError("a tenants file path or an initial config is required")
+            digest = None
             try:
-                initial = self._accept(read_tenants_text(self._path))
+                text = read_tenants_text(self._path)
+                digest = hash_key(text)
+                initial = self._accept(text)
             except TenantConfigError as refused:
                 if self._last_good is None or not self._last_good.exists():
                     raise
                 self._current = load_tenants(self._last_good)
-                self._refused(None, str(refused))
+                self._refused(digest, str(refused))
                 return
         self._current = initial
 
@@ -170,8 +173,31 @@ class TenantRegistry:
                     serving="previous config",
                 )
 
+    def _caught_up(self) -> bool:
+        """Whether the kept copy (the newest config any worker accepted) replaced this one's:
+        a worker that missed a good version between two polls, the file refused since, kept
+        an older config than its siblings, a revoked key included."""
+        if self._last_good is None:
+            return False
+        try:
+            text = read_tenants_text(self._last_good)
+            if hash_key(text) == self._current.digest:
+                return False
+            self._current = parse_tenants(text, source=str(self._last_good))
+        except TenantConfigError:  # no copy yet, or an unreadable one: keep what serves
+            return False
+        _log.info(
+            "tenants_reloaded",
+            path=os.fspath(self._last_good),
+            tenants=len(self._current.tenants),
+            admins=len(self._current.admins),
+            digest=self._current.digest[:12],
+        )
+        return True
+
     def _refused(self, digest: str | None, error: str) -> ReloadResult:
         metrics.TENANTS_FILE_REJECTED.set(1)
+        caught_up = self._caught_up()
         if self._refusal != (digest, error):
             self._refusal = (digest, error)
             _log.error(
@@ -181,7 +207,7 @@ class TenantRegistry:
                 serving="previous config",
                 tenants=len(self._current.tenants),
             )
-        return ReloadResult(changed=False, error=error)
+        return ReloadResult(changed=caught_up, error=error)
 
     def _recovered(self) -> None:
         """The file is back to the serving content after a refusal (e.g. briefly missing)."""

@@ -116,6 +116,31 @@ def test_a_registry_refused_its_file_at_start_serves_the_last_good_copy(
         TenantRegistry(tenants_file, last_good=tmp_path / "none" / "tenants.yaml")
 
 
+def test_a_worker_that_missed_a_good_file_catches_up_with_its_siblings_copy(
+    tenants_file: Path, tmp_path: Path
+) -> None:
+    """A valid edit (revoking b's key) that one worker took before the file went bad, the
+    other between two polls never saw: it kept serving the revoked key (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    tenants_file.write_text(tenants_text("a", "b"))
+    first, second = (TenantRegistry(tenants_file, last_good=copy) for _ in range(2))
+    tenants_file.write_text(tenants_text("a"))  # b's key revoked
+    assert first.reload().changed
+    tenants_file.write_text("tenants: [oops\n")
+    with capture_logs() as logs:
+        result = second.reload()
+        assert not second.reload().changed  # its next poll: nothing new, nothing logged
+    assert (result.changed, result.error is not None) == (True, True)
+    assert sorted(second.current.tenants) == ["a"]
+    with pytest.raises(Unauthorized):
+        second.current.authenticate(key_of("b"), NOW)
+    assert len(events(logs, "tenants_reload_failed")) == 1
+    with capture_logs() as logs:  # a respawn: one refusal logged, not one more at its next poll
+        respawned = TenantRegistry(tenants_file, last_good=copy)
+        respawned.reload()
+    assert len(events(logs, "tenants_reload_failed")) == 1
+
+
 def test_initial_config_is_used_without_reading_the_file(tmp_path: Path) -> None:
     config = parse_tenants(tenants_text("a"))
     registry = TenantRegistry(tmp_path / "not-yet.yaml", initial=config)
