@@ -180,8 +180,9 @@ class Catalog:
             if stale is not None:  # another replica is refreshing it: serve stale meanwhile
                 return Cached(stale.value, "STALE")
             waited = await self._wait_for_other_replica(key, parse)
-            if waited is not None:
+            if isinstance(waited, Cached):
                 return waited
+            leased = waited
         try:
             return await self._fetch_and_share(key, fetch, parse, stale, leased=leased)
         finally:
@@ -223,8 +224,11 @@ class Catalog:
 
     async def _wait_for_other_replica(
         self, key: str, parse: Callable[[bytes], Any]
-    ) -> Cached[Any] | None:
-        """Another replica holds the refresh lease: use its result when it lands."""
+    ) -> Cached[Any] | bool:
+        """Another replica holds the refresh lease: its result when it lands; else whether
+        the lease became this replica's meanwhile (that refresh ended without sharing one:
+        it failed, or an invalidation dropped its answer), so as to refresh at once rather
+        than at the end of the wait."""
         waited = 0.0
         while waited < self._shared_wait:
             await asyncio.sleep(0.05)
@@ -232,7 +236,9 @@ class Catalog:
             shared = await self._shared(key)
             if shared is not None and self._fresh(shared[1]):
                 return Cached(self._adopt(key, parse(shared[0]), shared[1]), "HIT")
-        return None
+            if await self._lease(key):
+                return True
+        return False
 
     def _adopt(self, key: str, value: Any, fetched_at: float) -> Any:
         self._local[key] = _Entry(value, fetched_at, self._generation)

@@ -3,6 +3,7 @@ refresh per expiry across replicas, and an invalidation that no refresh under wa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -109,3 +110,32 @@ async def test_an_invalidation_during_a_refresh_is_not_undone_by_it(
         assert (await catalog.model_ids()).cache == "MISS"
         assert calls.lists == before + 1
         assert (await catalog.model_ids()).cache == "HIT"  # the new answer is kept
+
+
+async def test_a_replica_waiting_on_a_refresh_whose_answer_was_dropped_refreshes_at_once(
+    store: Store, clock: FakeClock
+) -> None:
+    """A cold replica waits for the lease holder's shared copy; dropped by an invalidation, it
+    never came, and the replica waited out its whole wait before fetching (review finding)."""
+    async with upstream_of(clock) as (upstream, calls):
+        holder = Catalog(upstream, store, ttl=TTL, clock=clock, holder="a")
+        waiter = Catalog(upstream, store, ttl=TTL, clock=clock, holder="b", shared_wait=30)
+        answer = asyncio.Event()
+
+        async def upstream_answers_later() -> None:
+            await answer.wait()
+
+        calls.during_list = upstream_answers_later
+        refresh = asyncio.create_task(holder.model_ids())
+        async with asyncio.timeout(5):
+            while calls.lists == 0:  # the holder's refresh is upstream, its lease taken
+                await asyncio.sleep(0.01)
+        calls.during_list = None
+        await store.cache_invalidate()
+        waiting = asyncio.create_task(waiter.model_ids())
+        await asyncio.sleep(0.2)  # waiting on the holder's lease
+        answer.set()
+        assert (await refresh).cache == "MISS"
+        async with asyncio.timeout(5):  # not the 30 s wait
+            assert (await waiting).cache == "MISS"
+        assert calls.lists == 2
