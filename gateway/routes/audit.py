@@ -38,7 +38,11 @@ AUDIT_QUERY = [
     query("route", "only this route template, e.g. /api/v1/ie/requestqueue/apikey/requests"),
     query("status", "only this HTTP status", Schema(type=OpenAPIType.INTEGER)),
     query("outcome", "only this outcome: ok, an error code, replayed, charged, refunded, ..."),
-    query("request_id", "only the event of this gateway request id (X-Request-ID)"),
+    query(
+        "request_id",
+        "only events of this gateway request id (X-Request-ID): the request's, and a"
+        " settlement it caused",
+    ),
     query("upstream_request_id", "only events of this upstream job id (its submit, polls, ...)"),
 ]
 _KNOWN = frozenset(parameter.name for parameter in AUDIT_QUERY)

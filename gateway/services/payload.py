@@ -40,7 +40,10 @@ _INTEGER_TYPES = frozenset({"integer", "int"})
 _NUMBER_TYPES = frozenset({"float", "number", "double"})
 _BOOLEAN_TYPES = frozenset({"boolean", "bool"})
 _SHOWN_CHARS = 64
-_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
+# Not after an escaped backslash ("\\\\ud800" is text): an even run of backslashes before it.
+_LONE_HIGH_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+)
 
 
 class ParameterSpec(msgspec.Struct, frozen=True):

@@ -198,7 +198,7 @@ class Quotas:
                         kind="settlement",
                         outcome=outcome,
                         tenant=tenant_id,
-                        # The poll or list that saw the job end (the reconciler's: none).
+                        # The request that saw the job end (the reconciler's: none).
                         request_id=structlog.contextvars.get_contextvars().get("request_id"),
                         model=model,
                         upstream_request_id=request_id,

@@ -118,6 +118,7 @@ def test_other_parameter_types(spec: ParameterSpec, good: Any, bad: Any) -> None
         (b'{"model": "m", "payload": {"prompt": "\\ud83e"}}', InvalidJSON, "low half"),
         (b'{"model": "m", "payload": {"prompt": "\\uD83Ex"}}', InvalidJSON, "low half"),
         (b'{"model": "m", "payload": {"prompt": "\\ud83e\\ude00"', InvalidJSON, "truncated"),
+        (b'{"model": "m", "payload": {"prompt": "\\\\ud83e"', InvalidJSON, "truncated"),  # text
         (b"[" * 100_000, InvalidPayload, "must be a JSON object"),
         (b"[1, 2]", InvalidPayload, "must be a JSON object"),
         (b'{"payload": {}}', InvalidPayload, "model is required"),
