@@ -90,6 +90,14 @@ def tenants_file(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
     return path
 
 
+@pytest.fixture
+def own_tenants(tmp_path: Path, keys: Keys) -> Path:
+    """The session's tenants, in a file of the test's own, to edit or break."""
+    path = tmp_path / "tenants.yaml"
+    path.write_text(tenants_yaml(keys))
+    return path
+
+
 @pytest.fixture(scope="session")
 def gateway(logdir: Path, sim: ServerProcess, tenants_file: Path) -> Iterator[ServerProcess]:
     server = start_gateway(

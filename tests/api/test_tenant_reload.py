@@ -9,15 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, Keys, client_for, tenants_yaml
+from tests.conftest import UPSTREAM_KEY, Keys, client_for
 from tests.support.processes import ServerProcess, start_gateway
-
-
-@pytest.fixture
-def own_tenants(tmp_path: Path, keys: Keys) -> Path:
-    path = tmp_path / "tenants.yaml"
-    path.write_text(tenants_yaml(keys))
-    return path
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, Keys, tenants_yaml
+from tests.conftest import UPSTREAM_KEY, Keys
 from tests.support.processes import MIRROR, ServerProcess, start_gateway
 from tests.support.redis_server import RedisServer, find_redis_server
 
@@ -19,17 +19,7 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def own_tenants_file(keys: Keys, tmp_path: Path) -> Path:
-    """A tenants file of its own, to break."""
-    path = tmp_path / "tenants.yaml"
-    path.write_text(tenants_yaml(keys))
-    return path
-
-
-@pytest.fixture
-def two_workers(
-    sim: ServerProcess, own_tenants_file: Path, tmp_path: Path
-) -> Iterator[ServerProcess]:
+def two_workers(sim: ServerProcess, own_tenants: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     (tmp_path / "tmp").mkdir()
     with RedisServer(find_redis_server()) as redis:
         env = {
@@ -38,7 +28,7 @@ def two_workers(
             "GATEWAY_TENANTS_POLL_SECONDS": "0.2",
         }
         server = start_gateway(
-            tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=own_tenants_file,
+            tmp_path, sim=sim, upstream_key=UPSTREAM_KEY, tenants_file=own_tenants,
             name="respawn", workers=2, extra_env=env,
         )  # fmt: skip
         yield server
@@ -90,11 +80,11 @@ def test_a_crashed_worker_is_replaced(two_workers: ServerProcess) -> None:
 
 
 def test_a_worker_respawned_while_the_tenants_file_is_refused_serves_the_last_good_one(
-    two_workers: ServerProcess, own_tenants_file: Path, keys: Keys
+    two_workers: ServerProcess, own_tenants: Path, keys: Keys
 ) -> None:
     """The respawned worker refused the bad file and stopped, in a loop: granian then stopped
     the healthy worker too, and the pod restarted into a crash loop (review finding)."""
-    own_tenants_file.write_text("tenants: [oops\n")
+    own_tenants.write_text("tenants: [oops\n")
     deadline = time.monotonic() + 10
     while "gmigw_tenants_file_rejected 1.0" not in httpx.get(two_workers.url + "/metrics").text:
         assert time.monotonic() < deadline
