@@ -24,6 +24,7 @@ __all__ = (
     "UploadSlot",
     "UsageBody",
     "UsageLimits",
+    "VideoSecondsUsed",
 )
 
 
@@ -116,7 +117,15 @@ class UsageLimits(msgspec.Struct):
     video_seconds_per_month: LimitUsage | None
 
 
+class VideoSecondsUsed(msgspec.Struct):
+    """Video seconds charged this UTC day and month, whether or not a budget limits them."""
+
+    day: int
+    month: int
+
+
 class UsageBody(msgspec.Struct):
     tenant: str
     limits: UsageLimits
     jobs_in_flight: int
+    video_seconds_used: VideoSecondsUsed

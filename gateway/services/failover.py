@@ -237,6 +237,9 @@ class StoreFailover(Store):
     ) -> tuple[tuple[LimitState, ...], int]:
         return await self._shared.usage(tenant, limits, reads_per_minute, charge)
 
+    async def spent(self, tenant: str, charge: Charge) -> tuple[int, int]:
+        return await self._shared.spent(tenant, charge)
+
     async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
         return await self._shared.jobs_in_flight(tenants)
 

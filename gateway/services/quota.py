@@ -238,7 +238,9 @@ class Quotas:
         """``usage`` and, from the same store read, what ``peek`` would say."""
         now = self._clock()
         charge = self.charge_for(DEFAULT_VIDEO_SECONDS)
-        states, in_flight = await _unavailable_on_error(self._states(tenant, charge))
+        (states, in_flight), (day, month) = await _unavailable_on_error(
+            asyncio.gather(self._states(tenant, charge), self._store.spent(tenant.id, charge))
+        )
         # A period's end is exact; ``now + reset_after`` would fall short of it by however long
         # the store took to read its own clock.
         ends = {
@@ -253,6 +255,8 @@ class Quotas:
             "tenant": tenant.id,
             "limits": {name: entries.get(name) for name in LIMIT_ORDER},
             "jobs_in_flight": in_flight,
+            # Spent whether or not a budget limits it: what sizing a budget starts from.
+            "video_seconds_used": {"day": day, "month": month},
         }
         return body, Decision(True, states) if states else None
 

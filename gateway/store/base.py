@@ -342,6 +342,10 @@ class Store(abc.ABC):
         in use. ``charge`` supplies the current periods (its token and cost are ignored)."""
 
     @abc.abstractmethod
+    async def spent(self, tenant: str, charge: Charge) -> tuple[int, int]:
+        """The video seconds charged in ``charge``'s day and month, limited or not."""
+
+    @abc.abstractmethod
     async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
         """Each tenant's slots in use (as ``usage`` counts them), all read in one step."""
 

@@ -336,6 +336,11 @@ class MemoryStore(Store):
         )
         return states, in_use
 
+    async def spent(self, tenant: str, charge: Charge) -> tuple[int, int]:
+        now = self._clock()
+        day = self._budgets.get((tenant, charge.day), now) or 0
+        return day, self._budgets.get((tenant, charge.month), now) or 0
+
     async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
         now = self._clock()
         return {tenant: self._in_use(tenant, now) for tenant in tenants}

@@ -452,6 +452,11 @@ class RedisStore(Store):
             month_used=int(month_used or 0),
         ), int(in_use)
 
+    async def spent(self, tenant: str, charge: Charge) -> tuple[int, int]:
+        keys = (self._key(tenant, "budget", period) for period in (charge.day, charge.month))
+        day, month = await self._call(self._redis.mget(*keys))
+        return int(day or 0), int(month or 0)
+
     async def jobs_in_flight(self, tenants: Sequence[str]) -> dict[str, int]:
         now = self._clock()
         pipe = self._redis.pipeline(transaction=False)

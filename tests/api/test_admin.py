@@ -47,6 +47,19 @@ def test_tenant_sees_its_own_usage_only(gateway: ServerProcess, keys: Keys) -> N
     assert response.json()["tenant"] == "rival"
 
 
+def test_usage_shows_the_video_seconds_spent_without_a_budget(
+    gateway: ServerProcess, keys: Keys
+) -> None:
+    """What sizing a budget starts from: a tenant without one saw no use at all."""
+    body = {"model": "Kling-Text2Video-V2-Master", "payload": {"prompt": "a spent second"}}
+    with client_for(gateway, keys.rival) as rival:
+        assert rival.post("/requests", json=body).status_code == 200
+        usage = httpx.get(gateway.url + "/v1/usage", headers=rival.headers).json()
+    assert usage["limits"]["video_seconds_per_day"] is None
+    spent = usage["video_seconds_used"]
+    assert spent["month"] >= spent["day"] >= 5  # this submit's, and any other of this rival
+
+
 def test_every_admin_route_refuses_tenant_keys(gateway: ServerProcess, keys: Keys) -> None:
     tenant = {"Authorization": f"Bearer {keys.studio}"}
     for method, path in [

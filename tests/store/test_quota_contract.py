@@ -600,3 +600,21 @@ async def test_jobs_in_flight_of_many_tenants_at_once(store: Store, clock: FakeC
     clock.advance(10)  # b1's hold is over
     assert await store.jobs_in_flight(["a", "b"]) == {"a": 2, "b": 0}
     assert await store.jobs_in_flight([]) == {}
+
+
+async def test_spent_counts_charges_whether_or_not_a_budget_limits_them(
+    store: Store, clock: FakeClock
+) -> None:
+    """``/v1/usage`` showed no video seconds for a tenant without budgets: what sizing one
+    starts from (review finding)."""
+    assert await store.spent("t", charge(clock, "probe")) == (0, 0)
+    first = charge(clock, "a", cost=5)
+    assert (await reserve(store, "t", first, NO_LIMITS, hold_until=clock.now + 60)).allowed
+    assert (
+        await reserve(store, "t", charge(clock, "b", cost=3), NO_LIMITS, hold_until=clock.now + 60)
+    ).allowed
+    assert await store.spent("t", charge(clock, "probe")) == (8, 8)
+    assert await store.release("t", first)
+    assert await store.spent("t", charge(clock, "probe")) == (3, 3)
+    next_month = charge(clock, "probe", day="2026-12-01")
+    assert await store.spent("t", next_month) == (0, 0)
