@@ -100,6 +100,10 @@ class AuditPage(msgspec.Struct):
 
 
 class LimitUsage(msgspec.Struct):
+    """One limit's state. ``reset_after_seconds`` / ``reset_at``: for a budget, when its period
+    ends and ``used`` returns to 0; for a rate, when the next request is let through (0 and
+    ``null`` while ``remaining`` is above 0); a concurrency limit has none (0, ``null``)."""
+
     limit: int
     used: int
     remaining: int
