@@ -31,9 +31,8 @@ async def reload_tenants(request: AnyRequest) -> ReloadBody:
     registry = services(request).tenants
     result = registry.reload()
     if result.error is not None:
-        raise InvalidTenantsFile(
-            f"tenants file rejected, the previous config keeps serving: {result.error}"
-        )
+        serving = "the last good copy serves" if result.changed else "the previous config serves"
+        raise InvalidTenantsFile(f"tenants file rejected, {serving}: {result.error}")
     return ReloadBody(changed=result.changed, tenants=len(registry.current.tenants))
 
 

@@ -10,6 +10,8 @@ takes effect within one poll interval on every replica, with no longer-lived key
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import threading
 from dataclasses import dataclass
@@ -22,7 +24,6 @@ from gateway.services.tenants import (
     TenantConfigError,
     TenantsConfig,
     hash_key,
-    load_tenants,
     parse_tenants,
     read_tenants_text,
 )
@@ -67,7 +68,8 @@ class TenantRegistry:
             ValueError: neither a path nor an initial config.
         """
         self._path = Path(path) if path is not None else None
-        self._last_good = Path(last_good) if last_good is not None else None
+        self._copy = _KeptCopy(Path(last_good)) if last_good is not None else None
+        self._copy_seen: str | None = None  # the copy's digest when this config was taken
         self._lock = threading.Lock()  # reload runs in a worker thread (watch) and in handlers
         self._refusal: tuple[str | None, str] | None = None  # (digest, error) last logged
         if initial is None:
@@ -75,32 +77,36 @@ class TenantRegistry:
                 raise ValueError("a tenants file path or an initial config is required")
             digest = None
             try:
+                before = self._copy_digest()
                 text = read_tenants_text(self._path)
                 digest = hash_key(text)
-                initial = self._accept(text)
+                initial = self._accept(text, before)
             except TenantConfigError as refused:
-                if self._last_good is None or not self._last_good.exists():
+                kept = self._copy.read() if self._copy is not None else None
+                if kept is None:
                     raise
-                self._current = load_tenants(self._last_good)
+                self._current = parse_tenants(kept, source="the last good copy")
+                self._copy_seen = self._current.digest
                 self._refused(digest, str(refused))
                 return
         self._current = initial
 
-    def _accept(self, text: str) -> TenantsConfig:
-        """The file's config, a copy of it kept as the last good one (if one is kept).
+    def _accept(self, text: str, before: str | None) -> TenantsConfig:
+        """The file's config, kept as the last good copy (if one is kept). ``before``: the
+        copy's digest before the file was read; one kept since then is of a newer file.
 
         Raises:
             TenantConfigError: the text is invalid.
         """
         config = parse_tenants(text, source=str(self._path))
-        if self._last_good is not None:
-            kept = self._last_good.with_name(f"{self._last_good.name}.{os.getpid()}")
-            try:
-                kept.write_text(text, encoding="utf-8")
-                kept.replace(self._last_good)  # atomic: a worker never reads half a copy
-            except OSError as exc:  # serving goes on; only a respawn would miss the copy
-                _log.warning("tenants_copy_not_kept", error=exc.strerror or type(exc).__name__)
+        if self._copy is not None and self._path is not None:
+            kept = self._copy.keep(text, self._path)
+            self._copy_seen = config.digest if kept else before
         return config
+
+    def _copy_digest(self) -> str | None:
+        kept = self._copy.read() if self._copy is not None else None
+        return None if kept is None else hash_key(kept)
 
     @classmethod
     def fixed(cls, config: TenantsConfig) -> TenantRegistry:
@@ -126,6 +132,7 @@ class TenantRegistry:
         if self._path is None:
             return ReloadResult(changed=False)
         with self._lock:
+            before = self._copy_digest()
             try:
                 text = read_tenants_text(self._path)
             except TenantConfigError as exc:
@@ -134,10 +141,10 @@ class TenantRegistry:
             if digest == self._current.digest:
                 self._recovered()
                 return ReloadResult(changed=False)
-            if self._refusal is not None and self._refusal[0] == digest:
-                return ReloadResult(changed=False, error=self._refusal[1])  # same bad file
+            if self._refusal is not None and self._refusal[0] == digest:  # same bad file
+                return ReloadResult(changed=self._caught_up(), error=self._refusal[1])
             try:
-                config = self._accept(text)
+                config = self._accept(text, before)
             except TenantConfigError as exc:
                 return self._refused(digest, str(exc))
             self._current = config
@@ -174,21 +181,21 @@ class TenantRegistry:
                 )
 
     def _caught_up(self) -> bool:
-        """Whether the kept copy (the newest config any worker accepted) replaced this one's:
-        a worker that missed a good version between two polls, the file refused since, kept
-        an older config than its siblings, a revoked key included."""
-        if self._last_good is None:
+        """Whether a copy another worker kept since this one read its file replaced its
+        config: a worker that missed a good version between two polls, the file refused
+        since, kept an older config than its siblings, a revoked key included. A copy that has
+        not changed since is this worker's own, or older: never taken."""
+        kept = self._copy.read() if self._copy is not None else None
+        if kept is None or hash_key(kept) in (self._current.digest, self._copy_seen):
             return False
         try:
-            text = read_tenants_text(self._last_good)
-            if hash_key(text) == self._current.digest:
-                return False
-            self._current = parse_tenants(text, source=str(self._last_good))
-        except TenantConfigError:  # no copy yet, or an unreadable one: keep what serves
+            self._current = parse_tenants(kept, source="the last good copy")
+        except TenantConfigError:  # kept only once valid: a copy damaged since
             return False
+        self._copy_seen = self._current.digest
         _log.info(
             "tenants_reloaded",
-            path=os.fspath(self._last_good),
+            path="the last good copy",
             tenants=len(self._current.tenants),
             admins=len(self._current.admins),
             digest=self._current.digest[:12],
@@ -204,7 +211,7 @@ class TenantRegistry:
                 "tenants_reload_failed",
                 path=os.fspath(self._path) if self._path else None,
                 error=error,
-                serving="previous config",
+                serving="the last good copy" if caught_up else "previous config",
                 tenants=len(self._current.tenants),
             )
         return ReloadResult(changed=caught_up, error=error)
@@ -217,3 +224,43 @@ class TenantRegistry:
             _log.info(
                 "tenants_reload_recovered", path=os.fspath(self._path) if self._path else None
             )
+
+
+class _KeptCopy:
+    """The last good tenants text, kept in a file the workers of one ``serve`` share."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def read(self) -> str | None:
+        try:
+            return read_tenants_text(self._path)
+        except TenantConfigError:  # none kept yet
+            return None
+
+    def keep(self, text: str, source: Path) -> bool:
+        """Keep ``text`` if it is still ``source``'s; whether it was kept.
+
+        Under a lock the workers share, and only while the file still holds ``text``, so a
+        copy is always of a file newer than any read before it was kept: a worker that read an
+        older file, slower than a sibling that read a newer one, must not put the older back
+        (a revoked key would return). A copy that cannot be written is removed: left older
+        than the config serving, it would be taken for a newer one.
+        """
+        try:
+            with open(self._path.with_name(f"{self._path.name}.lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                try:
+                    if read_tenants_text(source) != text:
+                        return False  # the file moved on: kept by whoever reads it next
+                except TenantConfigError:
+                    return False
+                written = self._path.with_name(f"{self._path.name}.{os.getpid()}")
+                written.write_text(text, encoding="utf-8")
+                written.replace(self._path)  # atomic: a worker never reads half a copy
+        except OSError as exc:
+            _log.warning("tenants_copy_not_kept", error=exc.strerror or type(exc).__name__)
+            with contextlib.suppress(OSError):
+                self._path.unlink(missing_ok=True)
+            return False
+        return True

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from gateway.errors import Unauthorized
+from gateway.services import tenant_registry
 from gateway.services.tenant_registry import ReloadResult, TenantRegistry
 from gateway.services.tenants import TenantConfigError, parse_tenants
 
@@ -139,6 +140,56 @@ def test_a_worker_that_missed_a_good_file_catches_up_with_its_siblings_copy(
         respawned = TenantRegistry(tenants_file, last_good=copy)
         respawned.reload()
     assert len(events(logs, "tenants_reload_failed")) == 1
+
+
+def test_a_copy_that_could_not_be_kept_is_never_taken_for_a_newer_one(
+    tenants_file: Path, tmp_path: Path
+) -> None:
+    """Left behind older than the config serving, a copy was adopted at the next refusal and
+    a revoked key worked again (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    tenants_file.write_text(tenants_text("a", "b"))
+    worker = TenantRegistry(tenants_file, last_good=copy)
+    (tmp_path / f"tenants.kept.yaml.{os.getpid()}").mkdir()  # the next copy cannot be written
+    tenants_file.write_text(tenants_text("a"))  # b's key revoked
+    with capture_logs() as logs:
+        assert worker.reload().changed
+    assert events(logs, "tenants_copy_not_kept")
+    tenants_file.write_text("tenants: [oops\n")
+    assert not worker.reload().changed
+    with pytest.raises(Unauthorized):
+        worker.current.authenticate(key_of("b"), NOW)
+
+
+def test_a_slower_worker_never_puts_an_older_file_back_in_the_copy(
+    tenants_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker read a file, another read the newer one that replaced it and kept it; the
+    first, slower, then kept the older file over it, and the second took it back at the next
+    refusal: a revoked key worked again (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    tenants_file.write_text(tenants_text("a", "b"))
+    slow, fast = (TenantRegistry(tenants_file, last_good=copy) for _ in range(2))
+    tenants_file.write_text(tenants_text("a", "c"))
+    parse = tenant_registry.parse_tenants
+
+    def while_parsing_the_newer_file_lands(text: str, *, source: str) -> Any:
+        config = parse(text, source=source)
+        if "id: c" in text and "id: b" in text:  # once, during the slow worker's parse
+            tenants_file.write_text(tenants_text("a"))  # b's key revoked
+            assert fast.reload().changed
+        return config
+
+    tenants_file.write_text(tenants_text("a", "b", "c"))
+    monkeypatch.setattr(tenant_registry, "parse_tenants", while_parsing_the_newer_file_lands)
+    assert slow.reload().changed  # it serves what it read
+    monkeypatch.undo()
+    tenants_file.write_text("tenants: [oops\n")
+    fast.reload()
+    with pytest.raises(Unauthorized):
+        fast.current.authenticate(key_of("b"), NOW)
+    slow.reload()  # the slower worker catches up with the newer file instead
+    assert sorted(slow.current.tenants) == ["a"]
 
 
 def test_initial_config_is_used_without_reading_the_file(tmp_path: Path) -> None:
