@@ -57,7 +57,7 @@ class TenantRegistry:
     ) -> None:
         """Load ``path`` now unless ``initial`` is given.
 
-        With ``last_good``, a copy of every config that loads is kept there, and a file refused
+        With ``last_good``, the last good file is kept there (``_KeptCopy``), and a file refused
         now is served from that copy instead: ``serve`` gives its workers one, so a worker
         respawned while the file is bad starts with the config its siblings serve (it stopped
         in a loop, and granian took the healthy workers down with it).
@@ -69,7 +69,7 @@ class TenantRegistry:
         """
         self._path = Path(path) if path is not None else None
         self._copy = _KeptCopy(Path(last_good)) if last_good is not None else None
-        self._copy_seen: str | None = None  # the copy's digest when this config was taken
+        self._copy_seen: str | None = None  # a copy with this digest is no newer than ours
         self._lock = threading.Lock()  # reload runs in a worker thread (watch) and in handlers
         self._refusal: tuple[str | None, str] | None = None  # (digest, error) last logged
         if initial is None:
