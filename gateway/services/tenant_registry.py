@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from gateway.services.tenants import (
 __all__ = ("ReloadResult", "TenantRegistry")
 
 _log = structlog.get_logger("gateway.tenants")
+_UNORDERED = 2**63  # above every ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class TenantRegistry:
         """
         self._path = Path(path) if path is not None else None
         self._copy = _KeptCopy(Path(last_good)) if last_good is not None else None
-        self._copy_seen: str | None = None  # a copy with this digest is no newer than ours
+        self._read_at = 0  # the ticket of the read the serving config came from (see _KeptCopy)
         self._lock = threading.Lock()  # reload runs in a worker thread (watch) and in handlers
         self._refusal: tuple[str | None, str] | None = None  # (digest, error) last logged
         if initial is None:
@@ -77,36 +79,37 @@ class TenantRegistry:
                 raise ValueError("a tenants file path or an initial config is required")
             digest = None
             try:
-                before = self._copy_digest()
-                text = read_tenants_text(self._path)
+                ticket, text = self._read()
                 digest = hash_key(text)
-                initial = self._accept(text, before)
+                initial = parse_tenants(text, source=str(self._path))
+                self._confirm(ticket, text)
             except TenantConfigError as refused:
                 kept = self._copy.read() if self._copy is not None else None
                 if kept is None:
                     raise
-                self._current = parse_tenants(kept, source="the last good copy")
-                self._copy_seen = self._current.digest
+                self._read_at, text = kept
+                self._current = parse_tenants(text, source="the last good copy")
                 self._refused(digest, str(refused))
                 return
         self._current = initial
 
-    def _accept(self, text: str, before: str | None) -> TenantsConfig:
-        """The file's config, kept as the last good copy (if one is kept). ``before``: the
-        copy's digest before the file was read; one kept since then is of a newer file.
+    def _read(self) -> tuple[int, str]:
+        """The file's text, and the ticket of this read (0 with no copy kept).
 
         Raises:
-            TenantConfigError: the text is invalid.
+            TenantConfigError: the file is missing or unreadable.
         """
-        config = parse_tenants(text, source=str(self._path))
-        if self._copy is not None and self._path is not None:
-            kept = self._copy.keep(text, self._path)
-            self._copy_seen = config.digest if kept else before
-        return config
+        assert self._path is not None
+        if self._copy is None:
+            return 0, read_tenants_text(self._path)
+        return self._copy.read_file(self._path)
 
-    def _copy_digest(self) -> str | None:
-        kept = self._copy.read() if self._copy is not None else None
-        return None if kept is None else hash_key(kept)
+    def _confirm(self, ticket: int, text: str) -> None:
+        """``text``, read with ``ticket``, is good and serves: keep it, unless newer is kept.
+        A read without a ticket cannot be ordered: no copy is taken up after it."""
+        self._read_at = ticket if ticket else _UNORDERED
+        if self._copy is not None:
+            self._copy.keep(ticket, text)
 
     @classmethod
     def fixed(cls, config: TenantsConfig) -> TenantRegistry:
@@ -132,21 +135,22 @@ class TenantRegistry:
         if self._path is None:
             return ReloadResult(changed=False)
         with self._lock:
-            before = self._copy_digest()
             try:
-                text = read_tenants_text(self._path)
+                ticket, text = self._read()
             except TenantConfigError as exc:
                 return self._refused(None, str(exc))
             digest = hash_key(text)
             if digest == self._current.digest:
+                self._confirm(ticket, text)  # still the newest good file: the copy says so
                 self._recovered()
                 return ReloadResult(changed=False)
             if self._refusal is not None and self._refusal[0] == digest:  # same bad file
                 return ReloadResult(changed=self._caught_up(), error=self._refusal[1])
             try:
-                config = self._accept(text, before)
+                config = parse_tenants(text, source=os.fspath(self._path))
             except TenantConfigError as exc:
                 return self._refused(digest, str(exc))
+            self._confirm(ticket, text)
             self._current = config
             self._refusal = None
             metrics.TENANTS_FILE_REJECTED.set(0)
@@ -181,18 +185,21 @@ class TenantRegistry:
                 )
 
     def _caught_up(self) -> bool:
-        """Whether a copy another worker kept since this one read its file replaced its
-        config: a worker that missed a good version between two polls, the file refused
-        since, kept an older config than its siblings, a revoked key included. A copy that has
-        not changed since is this worker's own, or older: never taken."""
+        """Whether a copy of a file read after this config's replaced it: a worker that missed
+        a good version between two polls, the file refused since, kept an older config than
+        its siblings, a revoked key included."""
         kept = self._copy.read() if self._copy is not None else None
-        if kept is None or hash_key(kept) in (self._current.digest, self._copy_seen):
+        if kept is None or kept[0] <= self._read_at:
             return False
+        ticket, text = kept
         try:
-            self._current = parse_tenants(kept, source="the last good copy")
+            config = parse_tenants(text, source="the last good copy")
         except TenantConfigError:  # kept only once valid: a copy damaged since
             return False
-        self._copy_seen = self._current.digest
+        self._read_at = ticket
+        if config.digest == self._current.digest:
+            return False
+        self._current = config
         _log.info(
             "tenants_reloaded",
             path="the last good copy",
@@ -227,40 +234,75 @@ class TenantRegistry:
 
 
 class _KeptCopy:
-    """The last good tenants text, kept in a file the workers of one ``serve`` share."""
+    """The newest good tenants text the workers of one ``serve`` read, in a file they share.
+
+    Every read of the tenants file takes a ticket, under a lock the workers share, so a later
+    read always has a higher one; the copy keeps the text of the highest ticket that was good.
+    Contents alone cannot order versions (a file reverted on purpose comes back), and a
+    worker that read an older file may be slower to keep it than a sibling that read a newer.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._tickets = path.with_name(f"{path.name}.tickets")
+        self._warned = False
 
-    def read(self) -> str | None:
-        try:
-            return read_tenants_text(self._path)
-        except TenantConfigError:  # none kept yet
-            return None
+    def read_file(self, source: Path) -> tuple[int, str]:
+        """``source``'s text and this read's ticket (0 if tickets cannot be kept here).
 
-    def keep(self, text: str, source: Path) -> bool:
-        """Keep ``text`` if it is still ``source``'s; whether it was kept.
-
-        Under a lock the workers share, and only while the file still holds ``text``, so a
-        copy is always of a file newer than any read before it was kept: a worker that read an
-        older file, slower than a sibling that read a newer one, must not put the older back
-        (a revoked key would return). A copy that cannot be written is removed: left older
-        than the config serving, it would be taken for a newer one.
+        Raises:
+            TenantConfigError: the file is missing or unreadable.
         """
         try:
-            with open(self._path.with_name(f"{self._path.name}.lock"), "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-                try:
-                    if read_tenants_text(source) != text:
-                        return False  # the file moved on: kept by whoever reads it next
-                except TenantConfigError:
-                    return False
+            with self._locked():
+                kept = self.read()
+                ticket = max(self._last_ticket(), kept[0] if kept else 0) + 1
+                self._tickets.write_text(str(ticket), encoding="ascii")
+                return ticket, read_tenants_text(source)
+        except OSError as exc:
+            self._warn(exc)
+            return 0, read_tenants_text(source)
+
+    def keep(self, ticket: int, text: str) -> None:
+        """Keep ``text`` (read with ``ticket``, and good) unless a later read's is kept. A copy
+        that cannot be written is removed: left behind, it would be older than it says."""
+        if ticket == 0:
+            return
+        try:
+            with self._locked():
+                kept = self.read()
+                if kept is not None and kept[0] >= ticket:
+                    return
                 written = self._path.with_name(f"{self._path.name}.{os.getpid()}")
-                written.write_text(text, encoding="utf-8")
+                written.write_text(f"{ticket}\n{text}", encoding="utf-8")
                 written.replace(self._path)  # atomic: a worker never reads half a copy
         except OSError as exc:
-            _log.warning("tenants_copy_not_kept", error=exc.strerror or type(exc).__name__)
+            self._warn(exc)
             with contextlib.suppress(OSError):
                 self._path.unlink(missing_ok=True)
-            return False
-        return True
+
+    def read(self) -> tuple[int, str] | None:
+        """The copy's ticket and text, if one is kept."""
+        try:
+            ticket, _, text = read_tenants_text(self._path).partition("\n")
+        except TenantConfigError:
+            return None
+        return (int(ticket), text) if ticket.isdigit() else None
+
+    def _warn(self, exc: OSError) -> None:
+        """Once: a worker polls every few seconds."""
+        if not self._warned:
+            self._warned = True
+            _log.warning("tenants_copy_not_kept", error=exc.strerror or type(exc).__name__)
+
+    def _last_ticket(self) -> int:
+        try:
+            return int(self._tickets.read_text(encoding="ascii") or 0)
+        except (OSError, ValueError):
+            return 0
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self._path.with_name(f"{self._path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield

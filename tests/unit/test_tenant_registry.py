@@ -192,6 +192,53 @@ def test_a_slower_worker_never_puts_an_older_file_back_in_the_copy(
     assert sorted(slow.current.tenants) == ["a"]
 
 
+def works(registry: TenantRegistry, tenant: str) -> bool:
+    try:
+        registry.current.authenticate(key_of(tenant), NOW)
+    except Unauthorized:
+        return False
+    return True
+
+
+def test_a_file_reverted_on_purpose_is_the_newest_one(tenants_file: Path, tmp_path: Path) -> None:
+    """Versions told apart by content: a worker already serving the reverted file kept nothing,
+    and the copy of the version it undid brought a revoked key back (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    first, second = (TenantRegistry(tenants_file, last_good=copy) for _ in range(2))
+    tenants_file.write_text(tenants_text("a", "b"))
+    assert first.reload().changed  # the second worker misses it
+    tenants_file.write_text(tenants_text("a"))  # reverted: b's key revoked
+    assert not second.reload().changed
+    tenants_file.write_text("tenants: [oops\n")
+    for worker in (first, second, TenantRegistry(tenants_file, last_good=copy)):
+        worker.reload()
+        assert not works(worker, "b")
+
+
+def test_a_good_file_read_just_before_a_bad_one_lands_is_kept(
+    tenants_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kept only while the file still held it, a version the next (broken) edit replaced
+    within a read was never kept: siblings that missed it kept a revoked key (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    tenants_file.write_text(tenants_text("a", "b"))
+    first, second = (TenantRegistry(tenants_file, last_good=copy) for _ in range(2))
+    parse = tenant_registry.parse_tenants
+
+    def the_bad_edit_lands(text: str, *, source: str) -> Any:
+        if source == str(tenants_file):
+            tenants_file.write_text("tenants: [oops\n")
+        return parse(text, source=source)
+
+    tenants_file.write_text(tenants_text("a"))  # b's key revoked
+    monkeypatch.setattr(tenant_registry, "parse_tenants", the_bad_edit_lands)
+    assert first.reload().changed
+    monkeypatch.undo()
+    second.reload()
+    assert not works(second, "b")
+    assert not works(TenantRegistry(tenants_file, last_good=copy), "b")
+
+
 def test_initial_config_is_used_without_reading_the_file(tmp_path: Path) -> None:
     config = parse_tenants(tenants_text("a"))
     registry = TenantRegistry(tmp_path / "not-yet.yaml", initial=config)
