@@ -106,7 +106,7 @@ class TenantRegistry:
 
     def _confirm(self, ticket: int, text: str) -> None:
         """``text``, read with ``ticket``, is good and serves: keep it, unless newer is kept.
-        A read without a ticket cannot be ordered: no copy is taken up after it."""
+        New content read without a ticket cannot be ordered: no copy is taken up after it."""
         self._read_at = ticket if ticket else _UNORDERED
         if self._copy is not None:
             self._copy.keep(ticket, text)
@@ -141,7 +141,8 @@ class TenantRegistry:
                 return self._refused(None, str(exc))
             digest = hash_key(text)
             if digest == self._current.digest:
-                self._confirm(ticket, text)  # still the newest good file: the copy says so
+                if ticket:  # still the newest good file: the copy says so
+                    self._confirm(ticket, text)
                 self._recovered()
                 return ReloadResult(changed=False)
             if self._refusal is not None and self._refusal[0] == digest:  # same bad file
@@ -274,12 +275,14 @@ class _KeptCopy:
                 if kept is not None and kept[0] >= ticket:
                     return
                 written = self._path.with_name(f"{self._path.name}.{os.getpid()}")
-                written.write_text(f"{ticket}\n{text}", encoding="utf-8")
-                written.replace(self._path)  # atomic: a worker never reads half a copy
-        except OSError as exc:
+                try:
+                    written.write_text(f"{ticket}\n{text}", encoding="utf-8")
+                    written.replace(self._path)  # atomic: a worker never reads half a copy
+                except OSError:
+                    self._path.unlink(missing_ok=True)  # older than this read: not to be taken
+                    raise
+        except OSError as exc:  # no lock, no copy of this read; another's stays
             self._warn(exc)
-            with contextlib.suppress(OSError):
-                self._path.unlink(missing_ok=True)
 
     def read(self) -> tuple[int, str] | None:
         """The copy's ticket and text, if one is kept."""
@@ -287,7 +290,7 @@ class _KeptCopy:
             ticket, _, text = read_tenants_text(self._path).partition("\n")
         except TenantConfigError:
             return None
-        return (int(ticket), text) if ticket.isdigit() else None
+        return (int(ticket), text) if ticket.isascii() and ticket.isdigit() else None
 
     def _warn(self, exc: OSError) -> None:
         """Once: a worker polls every few seconds."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from structlog.testing import capture_logs
 
 from gateway.errors import Unauthorized
 from gateway.services import tenant_registry
-from gateway.services.tenant_registry import ReloadResult, TenantRegistry
+from gateway.services.tenant_registry import ReloadResult, TenantRegistry, _KeptCopy
 from gateway.services.tenants import TenantConfigError, parse_tenants
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
@@ -237,6 +238,55 @@ def test_a_good_file_read_just_before_a_bad_one_lands_is_kept(
     second.reload()
     assert not works(second, "b")
     assert not works(TenantRegistry(tenants_file, last_good=copy), "b")
+
+
+def no_lock(_: Any) -> Any:
+    raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_a_worker_that_cannot_take_the_lock_leaves_a_siblings_copy(
+    tenants_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its failed keep removed the copy, a sibling's newer one included: a worker that missed
+    that version kept a revoked key, and a respawn could not start (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    tenants_file.write_text(tenants_text("a", "b"))
+    first, second, third = (TenantRegistry(tenants_file, last_good=copy) for _ in range(3))
+    tenants_file.write_text(tenants_text("a", "b", "c"))
+    parse = tenant_registry.parse_tenants
+
+    def a_sibling_keeps_a_newer_file(text: str, *, source: str) -> Any:
+        if source == str(tenants_file) and "id: c" in text:
+            tenants_file.write_text(tenants_text("a"))  # b's key revoked
+            assert second.reload().changed
+            monkeypatch.setattr(_KeptCopy, "_locked", no_lock)  # for the first's keep
+        return parse(text, source=source)
+
+    monkeypatch.setattr(tenant_registry, "parse_tenants", a_sibling_keeps_a_newer_file)
+    assert first.reload().changed
+    monkeypatch.undo()
+    tenants_file.write_text("tenants: [oops\n")
+    third.reload()
+    assert not works(third, "b")
+    assert not works(TenantRegistry(tenants_file, last_good=copy), "b")
+
+
+def test_a_poll_without_a_ticket_does_not_stop_a_worker_catching_up(
+    tenants_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One unchanged poll that could not take a ticket marked the worker's config unordered,
+    and it never took up the revocation it missed (review finding)."""
+    copy = tmp_path / "tenants.kept.yaml"
+    tenants_file.write_text(tenants_text("a", "b"))
+    first, second = (TenantRegistry(tenants_file, last_good=copy) for _ in range(2))
+    monkeypatch.setattr(_KeptCopy, "_locked", no_lock)
+    assert not first.reload().changed
+    monkeypatch.undo()
+    tenants_file.write_text(tenants_text("a"))  # b's key revoked; the first misses it
+    assert second.reload().changed
+    tenants_file.write_text("tenants: [oops\n")
+    first.reload()
+    assert not works(first, "b")
 
 
 def test_initial_config_is_used_without_reading_the_file(tmp_path: Path) -> None:
