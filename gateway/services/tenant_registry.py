@@ -155,13 +155,7 @@ class TenantRegistry:
             self._current = config
             self._refusal = None
             metrics.TENANTS_FILE_REJECTED.set(0)
-        _log.info(
-            "tenants_reloaded",
-            path=os.fspath(self._path),
-            tenants=len(config.tenants),
-            admins=len(config.admins),
-            digest=config.digest[:12],
-        )
+        _loaded(os.fspath(self._path), config)
         return ReloadResult(changed=True)
 
     async def watch(self, interval: float = 2.0) -> None:
@@ -201,13 +195,7 @@ class TenantRegistry:
         if config.digest == self._current.digest:
             return False
         self._current = config
-        _log.info(
-            "tenants_reloaded",
-            path="the last good copy",
-            tenants=len(self._current.tenants),
-            admins=len(self._current.admins),
-            digest=self._current.digest[:12],
-        )
+        _loaded("the last good copy", config)
         return True
 
     def _refused(self, digest: str | None, error: str) -> ReloadResult:
@@ -232,6 +220,16 @@ class TenantRegistry:
             _log.info(
                 "tenants_reload_recovered", path=os.fspath(self._path) if self._path else None
             )
+
+
+def _loaded(source: str, config: TenantsConfig) -> None:
+    _log.info(
+        "tenants_reloaded",
+        path=source,
+        tenants=len(config.tenants),
+        admins=len(config.admins),
+        digest=config.digest[:12],
+    )
 
 
 class _KeptCopy:
